@@ -1,0 +1,282 @@
+"""Configuration: pydantic models for cloudmirror.yaml, and loading.
+
+Nothing runs at import time. `load_config(path)` raises ConfigError whose message names the
+offending field (e.g. ``mirrors[0].targets[1]: unknown scheme 'ftp'``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cloudmirror.location import Location, LocationError, parse_location
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+class ConfigError(ValueError):
+    """Bad configuration. The message names the field."""
+
+
+def parse_duration(value: Any) -> float:
+    """'15m' -> 900.0, '250ms' -> 0.25, 30 -> 30.0 (seconds). Raises ValueError."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("durations cannot be negative")
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 15m, 6h)")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _location(value: Any) -> Location:
+    if isinstance(value, Location):
+        return value
+    try:
+        return parse_location(value)
+    except LocationError as e:
+        raise ValueError(str(e)) from None
+
+
+class Target(_Strict):
+    """One target location with its per-target write options."""
+
+    url: str
+    storage_class: str | None = None
+    sse: Literal["AES256", "aws:kms"] | None = None
+    kms_key_id: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        _location(v)
+        return v
+
+    @model_validator(mode="after")
+    def _kms(self) -> "Target":
+        if self.kms_key_id and self.sse != "aws:kms":
+            raise ValueError("kms_key_id needs sse: aws:kms")
+        return self
+
+    @property
+    def location(self) -> Location:
+        return _location(self.url)
+
+    @property
+    def name(self) -> str:
+        return self.url
+
+
+class EventFeed(_Strict):
+    """One event feed; exactly one of the fields is set."""
+
+    sqs: str | None = None
+    pubsub: str | None = None
+    azure_queue: str | None = None
+    # only for sqs: how long to wait in one receive (long polling) and visibility
+    wait_time_s: Annotated[int, Field(ge=0, le=20)] = 10
+    visibility_timeout_s: Annotated[int, Field(ge=5, le=43200)] = 60
+
+    @model_validator(mode="after")
+    def _one(self) -> "EventFeed":
+        set_ = [k for k in ("sqs", "pubsub", "azure_queue") if getattr(self, k)]
+        if len(set_) != 1:
+            raise ValueError("an event feed names exactly one of sqs, pubsub, azure_queue")
+        if self.sqs and not re.match(r"^https?://", self.sqs):
+            raise ValueError(f"sqs must be a queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME), got {self.sqs!r}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("sqs", "pubsub", "azure_queue") if getattr(self, k))
+
+    @property
+    def address(self) -> str:
+        return getattr(self, self.kind)
+
+
+class Filter(_Strict):
+    prefix: str = ""
+    exclude_prefixes: list[str] = Field(default_factory=list)
+    suffixes: list[str] = Field(default_factory=list)
+
+    def matches(self, rel_key: str) -> bool:
+        if not rel_key.startswith(self.prefix):
+            return False
+        if any(rel_key.startswith(p) for p in self.exclude_prefixes):
+            return False
+        return not self.suffixes or any(rel_key.endswith(s) for s in self.suffixes)
+
+
+class Mirror(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+    source: str
+    targets: Annotated[list[Target], Field(min_length=1)]
+    events: list[EventFeed] = Field(default_factory=list)
+    filter: Filter = Field(default_factory=Filter)
+    deletes: Literal["replicate", "ignore"] = "replicate"
+    rpo_objective: float = 900.0
+    paused: bool = False
+
+    @field_validator("source")
+    @classmethod
+    def _check_source(cls, v: str) -> str:
+        _location(v)
+        return v
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _targets(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"url": t} if isinstance(t, str) else t for t in v]
+        return v
+
+    @field_validator("rpo_objective", mode="before")
+    @classmethod
+    def _rpo(cls, v: Any) -> float:
+        return parse_duration(v)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "Mirror":
+        src = self.source_location
+        seen: set[str] = set()
+        for i, t in enumerate(self.targets):
+            loc = t.location
+            if loc.container_id == src.container_id and (loc.prefix.startswith(src.prefix) or src.prefix.startswith(loc.prefix)):
+                raise ValueError(f"targets[{i}] overlaps the source {self.source}")
+            if t.url in seen:
+                raise ValueError(f"targets[{i}] is listed twice: {t.url}")
+            seen.add(t.url)
+        return self
+
+    @property
+    def source_location(self) -> Location:
+        return _location(self.source)
+
+    def target(self, name: str) -> Target:
+        for t in self.targets:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+
+class Group(_Strict):
+    name: str
+    mirrors: Annotated[list[str], Field(min_length=1)]
+
+
+class ApiSettings(_Strict):
+    listen: str = "127.0.0.1:8080"
+
+    @field_validator("listen")
+    @classmethod
+    def _hostport(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not (0 <= int(port) < 65536):
+            raise ValueError(f"listen must be HOST:PORT, got {v!r}")
+        return v
+
+
+class WorkerSettings(_Strict):
+    """How the worker pool behaves. Defaults suit production; tests shorten the delays."""
+
+    concurrency_per_target: Annotated[int, Field(ge=1, le=1024)] = 32
+    claim_batch: Annotated[int, Field(ge=1, le=1000)] = 64
+    poll_interval: float = 0.2
+    lease: float = 60.0
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 8
+    retry_base_delay: float = 1.0
+    retry_max_delay: float = 300.0
+    multipart_threshold: Annotated[int, Field(ge=5 * 1024 * 1024)] = 16 * 1024 * 1024
+    part_size: Annotated[int, Field(ge=5 * 1024 * 1024)] = 16 * 1024 * 1024
+    max_buffers: Annotated[int, Field(ge=1, le=64)] = 4
+    drain_timeout: float = 30.0
+
+    @field_validator("poll_interval", "lease", "retry_base_delay", "retry_max_delay", "drain_timeout", mode="before")
+    @classmethod
+    def _dur(cls, v: Any) -> float:
+        return parse_duration(v)
+
+
+class Config(_Strict):
+    ledger: str = "sqlite:///cloudmirror.db"
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    workers: WorkerSettings = Field(default_factory=WorkerSettings)
+    mirrors: list[Mirror] = Field(default_factory=list)
+    groups: list[Group] = Field(default_factory=list)
+
+    @field_validator("ledger")
+    @classmethod
+    def _ledger(cls, v: str) -> str:
+        if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", v):
+            raise ValueError(f"ledger must be a sqlite:/// or postgresql+psycopg:// URL, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _refs(self) -> "Config":
+        names = [m.name for m in self.mirrors]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"mirror names must be unique: {', '.join(dup)}")
+        for g in self.groups:
+            missing = [m for m in g.mirrors if m not in names]
+            if missing:
+                raise ValueError(f"group {g.name!r} names unknown mirror(s): {', '.join(missing)}")
+        return self
+
+    def mirror(self, name: str) -> Mirror:
+        for m in self.mirrors:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "function-before") or str(part).startswith("function-"):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def validate_config(data: Any) -> Config:
+    """Validate a parsed config mapping. Raises ConfigError naming the first bad field."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("the config must be a mapping (ledger:, mirrors:, ...)")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{_field_path(err['loc'])}: {msg}") from None
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Load and validate a YAML config file. Raises ConfigError."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config {p}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p} is not valid YAML: {e}") from None
+    return validate_config(data)
