@@ -52,3 +52,77 @@ def s3_client(moto_endpoint):
     import boto3
 
     return boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+
+
+PG_ADMIN_URL = os.environ.get("CLOUDMIRROR_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg_admin():
+    import psycopg
+
+    return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+
+
+@pytest.fixture(scope="session")
+def pg_available():
+    try:
+        _pg_admin().close()
+        return True
+    except Exception as e:  # noqa: BLE001
+        if os.environ.get("CI"):
+            raise RuntimeError(f"PostgreSQL is required in CI: {e}") from e
+        return False
+
+
+def _make_db_url(kind: str, tmp_path: Path, pg_available: bool):
+    """A fresh, migrated ledger database URL; returns (url, cleanup)."""
+    from cloudmirror.ledger.db import upgrade
+
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+        upgrade(url)
+        return url, lambda: None
+    if not pg_available:
+        pytest.skip("PostgreSQL not reachable at " + PG_ADMIN_URL)
+    name = unique_name("cmtest").replace("-", "_")
+    with _pg_admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    url = f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://")
+    upgrade(url)
+
+    def cleanup():
+        with _pg_admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return url, cleanup
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger_url(request, tmp_path, pg_available):
+    """A fresh ledger database, once on SQLite and once on PostgreSQL."""
+    url, cleanup = _make_db_url(request.param, tmp_path, pg_available)
+    yield url
+    cleanup()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    url, _ = _make_db_url("sqlite", tmp_path, False)
+    return url
+
+
+@pytest.fixture
+def pg_url(tmp_path, pg_available):
+    url, cleanup = _make_db_url("postgres", tmp_path, pg_available)
+    yield url
+    cleanup()
+
+
+@pytest.fixture
+def ledger(ledger_url):
+    from cloudmirror.ledger.repo import Ledger
+
+    led = Ledger(ledger_url)
+    yield led
+    led.close()

@@ -1,0 +1,118 @@
+"""Ledger tables (SQLAlchemy Core). Times are UNIX epoch seconds (float, UTC) so SQLite and
+PostgreSQL compare them the same way.
+
+- versions: every version of every key seen on a mirror's source (deduplicated by token).
+- key_heads: the newest version known per (mirror, key), to order late/duplicate events.
+- replications: one version x one target, with its status, attempts, lease and timings.
+- dead_letters: messages that could not be understood, with the raw body and the reason.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# BigInteger ids autoincrement on PostgreSQL; SQLite only autoincrements INTEGER PRIMARY KEY.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+STATUSES = ("pending", "in_progress", "completed", "failed", "superseded", "skipped")
+OPEN_STATUSES = ("pending", "in_progress")
+
+versions = Table(
+    "versions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("mirror", String(64), nullable=False),
+    Column("key", Text, nullable=False),
+    Column("token", String(512), nullable=False),  # identity used to drop duplicate events
+    Column("op", String(8), nullable=False),  # put | delete
+    Column("version_id", String(1024)),
+    Column("etag", String(128)),
+    Column("sequencer", String(128)),
+    Column("size", BigInteger),
+    Column("source_time", Double, nullable=False),  # when the write happened on the source
+    Column("seen_at", Double, nullable=False),
+    Column("origin", String(16), nullable=False, server_default="event"),  # event | head | reconcile
+    Column("duplicates", Integer, nullable=False, server_default="0"),
+    Index("ix_versions_identity", "mirror", "key", "token", unique=True),
+)
+
+key_heads = Table(
+    "key_heads",
+    metadata,
+    Column("mirror", String(64), primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("version_pk", BigInteger, nullable=False),
+    Column("sequencer", String(128)),
+    Column("source_time", Double),
+)
+
+replications = Table(
+    "replications",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("version_pk", BigInteger, ForeignKey("versions.id", ondelete="CASCADE"), nullable=False),
+    Column("mirror", String(64), nullable=False),
+    Column("target", String(1024), nullable=False),
+    Column("key", Text, nullable=False),
+    Column("lock", String(40), nullable=False),  # sha1(mirror, target, key): per-key order guard
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", Double, nullable=False),
+    Column("lease_owner", String(128)),
+    Column("lease_expires_at", Double),
+    Column("created_at", Double, nullable=False),
+    Column("started_at", Double),
+    Column("completed_at", Double),
+    Column("last_error", Text),
+    Column("detail", Text),  # why skipped / superseded
+    Column("upload_id", String(1024)),  # an unfinished multipart upload on the target
+    Column("copied_etag", String(128)),  # the source etag actually shipped
+    Column("copied_version_id", String(1024)),
+    Column("target_etag", String(128)),
+    Column("target_version_id", String(1024)),
+    Column("bytes", BigInteger),
+    Index("ix_replications_claim", "mirror", "target", "status", "next_attempt_at"),
+    Index("ix_replications_lock", "lock", "status"),
+    Index("ix_replications_version", "version_pk"),
+    Index("ix_replications_lease", "status", "lease_expires_at"),
+    # Invariant 4: two versions of one key are never in flight to one target at once.
+    Index(
+        "uq_replications_inflight_lock",
+        "lock",
+        unique=True,
+        sqlite_where=text("status = 'in_progress'"),
+        postgresql_where=text("status = 'in_progress'"),
+    ),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("feed", String(1024), nullable=False),
+    Column("message_id", String(256)),
+    Column("body", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("received_at", Double, nullable=False),
+)
