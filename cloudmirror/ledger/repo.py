@@ -228,6 +228,14 @@ class Ledger:
                                 .where(R.id.in_(list(ids)), R.lease_owner == owner, R.status == "in_progress")
                                 .values(lease_expires_at=now + lease)).rowcount
 
+    def owned_by(self, owner: str, ids: Sequence[int]) -> list[int]:
+        """Which of these jobs are still in flight under our lease."""
+        if not ids:
+            return []
+        q = select(R.id).where(R.id.in_(list(ids)), R.lease_owner == owner, R.status == "in_progress")
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(q)]
+
     def reclaim_expired(self, *, now: float | None = None) -> int:
         """Put in-flight jobs whose lease ran out (a crashed worker's) back to pending.
         Their upload_id stays so the next attempt aborts the unfinished upload first."""

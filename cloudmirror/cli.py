@@ -1,0 +1,197 @@
+"""The `cloudmirror` command line (typer + rich). Thin: every command calls service functions.
+
+Bad input exits non-zero with a one-line reason on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cloudmirror.config import Config, ConfigError, load_config
+
+app = typer.Typer(help="Near-real-time mirrors of object storage across regions and providers.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+db_app = typer.Typer(help="Ledger database.", no_args_is_help=True)
+local_app = typer.Typer(help="The local emulator cloud (moto by default, LocalStack on request).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(local_app, name="local")
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="CLOUDMIRROR_CONFIG", help="Config file (YAML).")]
+DEFAULT_CONFIG = Path("cloudmirror.yaml")
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _config(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        raise fail(str(e)) from None
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format='{"t":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":%(message)r}')
+
+
+def _serve(config: Config, *, intake: bool, workers: bool, api: bool) -> None:
+    from cloudmirror.service import Service, upgrade_db
+
+    upgrade_db(config)
+
+    async def main() -> None:
+        svc = Service(config)
+        svc.install_signal_handlers()
+        try:
+            await svc.run(intake=intake, workers=workers, api=api)
+        finally:
+            await svc.close()
+
+    asyncio.run(main())
+
+
+@app.command()
+def run(config: ConfigOpt = DEFAULT_CONFIG, no_api: Annotated[bool, typer.Option(help="Do not serve the REST API.")] = False,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Intake + workers + API in one process (SIGTERM drains in-flight copies, then exits)."""
+    _logging(verbose)
+    _serve(_config(config), intake=True, workers=True, api=not no_api)
+
+
+@app.command()
+def worker(config: ConfigOpt = DEFAULT_CONFIG, no_intake: Annotated[bool, typer.Option(help="Only copy; do not read event feeds.")] = False,
+           verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Intake and workers without the API; start several on PostgreSQL to share the work."""
+    _logging(verbose)
+    cfg = _config(config)
+    _serve(cfg, intake=not no_intake, workers=True, api=False)
+
+
+@app.command()
+def api(config: ConfigOpt = DEFAULT_CONFIG, verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Serve only the REST API."""
+    _logging(verbose)
+    _serve(_config(config), intake=False, workers=False, api=True)
+
+
+@app.command()
+def status(config: ConfigOpt = DEFAULT_CONFIG,
+           as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
+    """Per mirror and target: pending, failed, completed, and the RPO (oldest pending age)."""
+    from cloudmirror.ledger.db import LedgerError
+    from cloudmirror.ledger.repo import Ledger
+    from cloudmirror.service import status as status_rows
+
+    cfg = _config(config)
+    ledger = Ledger(cfg.ledger, pool_size=0)
+    try:
+        rows = status_rows(cfg, ledger)
+    except LedgerError as e:
+        raise fail(str(e)) from None
+    except Exception as e:  # noqa: BLE001 - e.g. schema missing: say how to fix it
+        raise fail(f"cannot read the ledger ({type(e).__name__}); run `cloudmirror db upgrade` first") from None
+    finally:
+        ledger.close()
+    if as_json:
+        console.print_json(json.dumps(rows, default=str))
+        return
+    console.print(status_table(rows))
+
+
+def status_table(rows: list[dict]) -> Table:
+    table = Table(title="cloudmirror status")
+    for col in ("mirror", "target", "pending", "in flight", "completed", "failed", "superseded", "skipped", "RPO"):
+        table.add_column(col, justify="right" if col not in ("mirror", "target") else "left")
+    for r in rows:
+        rpo = f"{r['rpo_seconds']:.1f}s"
+        rpo = rpo if r.get("objective_met", True) else f"[red]{rpo}[/red]"
+        table.add_row(r["mirror"], r["target"], str(r["pending"]), str(r["in_progress"]), str(r["completed"]),
+                      f"[red]{r['failed']}[/red]" if r["failed"] else "0", str(r["superseded"]), str(r["skipped"]), rpo)
+    return table
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOpt = DEFAULT_CONFIG,
+               ledger: Annotated[str | None, typer.Option(help="Ledger URL (overrides the config).")] = None) -> None:
+    """Create or migrate the ledger schema to the newest revision (idempotent)."""
+    from cloudmirror.ledger.db import LedgerError, upgrade
+
+    url = ledger or _config(config).ledger
+    try:
+        upgrade(url)
+    except LedgerError as e:
+        raise fail(str(e)) from None
+    console.print("ledger schema is up to date")
+
+
+@local_app.command("up")
+def local_up(localstack: Annotated[bool, typer.Option("--localstack", help="LocalStack (host mode) instead of moto.")] = False,
+             port: Annotated[int | None, typer.Option(help="Port (default: 5000 moto, 4566 LocalStack).")] = None) -> None:
+    """Start the local emulator cloud in the background and print its environment."""
+    from cloudmirror.local import cloud
+
+    try:
+        state = cloud.up(provider="localstack" if localstack else "moto", port=port)
+    except cloud.LocalCloudError as e:
+        raise fail(str(e)) from None
+    console.print(f"local cloud up: {state['provider']} at {state['endpoint']}")
+    console.print(cloud.env_lines(state), highlight=False)
+
+
+@local_app.command("down")
+def local_down() -> None:
+    """Stop everything `local up` started."""
+    from cloudmirror.local import cloud
+
+    stopped = cloud.down()
+    console.print("local cloud stopped" if stopped else "local cloud was not running")
+
+
+@local_app.command("env")
+def local_env() -> None:
+    """Print `export` lines for the running local cloud (eval "$(cloudmirror local env)")."""
+    from cloudmirror.local import cloud
+
+    state = cloud.read_state()
+    if not state:
+        raise fail("the local cloud is not running: cloudmirror local up")
+    typer.echo(cloud.env_lines(state))
+
+
+@app.command()
+def demo(localstack: Annotated[bool, typer.Option("--localstack", help="Run the demo on LocalStack instead of moto.")] = False,
+         keep: Annotated[bool, typer.Option(help="Leave the local cloud running afterwards.")] = False) -> None:
+    """Start the local cloud, mirror us-east-1 -> eu-west-1, write objects, show progress and status."""
+    from cloudmirror.local.demo import run_demo
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    try:
+        ok = run_demo(console, provider="localstack" if localstack else "moto", keep=keep)
+    except Exception as e:  # noqa: BLE001 - one line, not a trace
+        raise fail(f"demo failed: {e}", 1) from None
+    if not ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,138 @@
+"""SQS feed (aioboto3): batched long-poll receive, batched delete, visibility extension.
+
+Also the admin helpers that wire a bucket's notifications into a queue (used by the local
+cloud, the demo and the tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+import aioboto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from cloudmirror import metrics
+from cloudmirror.events.base import FeedMessage, MalformedEvent
+from cloudmirror.events.s3_events import parse_body
+
+_AWS_HOST = re.compile(r"^sqs[.-]([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
+
+
+class FeedError(RuntimeError):
+    """The queue cannot be reached or refuses us (retried by the intake loop)."""
+
+
+def queue_endpoint_and_region(queue_url: str, region: str | None = None) -> tuple[str | None, str]:
+    """(endpoint_url or None for AWS, region) for a queue URL."""
+    parts = urlsplit(queue_url)
+    m = _AWS_HOST.match(parts.hostname or "")
+    if m:
+        return None, region or m.group(1)
+    m = re.search(r"sqs\.([a-z0-9-]+)\.", parts.hostname or "")
+    return f"{parts.scheme}://{parts.netloc}", region or (m.group(1) if m else "us-east-1")
+
+
+class SqsFeed:
+    """One SQS queue. Not shared between event loops."""
+
+    def __init__(self, queue_url: str, *, wait_time_s: int = 10, visibility_timeout_s: int = 60,
+                 endpoint: str | None = None, region: str | None = None, batch: int = 10):
+        self.address = queue_url
+        self.wait_time_s = wait_time_s
+        self.visibility_timeout_s = visibility_timeout_s
+        self.batch = batch
+        ep, self.region = queue_endpoint_and_region(queue_url, region)
+        self.endpoint = endpoint or ep
+        self._stack = contextlib.AsyncExitStack()
+        self._client = None
+
+    async def _sqs(self):
+        if self._client is None:
+            session = aioboto3.Session()
+            cfg = BotoConfig(retries={"mode": "standard", "max_attempts": 3}, read_timeout=self.wait_time_s + 10,
+                             connect_timeout=5)
+            self._client = await self._stack.enter_async_context(
+                session.client("sqs", region_name=self.region, endpoint_url=self.endpoint, config=cfg))
+        return self._client
+
+    async def _call(self, op: str, **kw):
+        metrics.QUEUE_REQUESTS.labels("sqs", op).inc()
+        client = await self._sqs()
+        try:
+            return await getattr(client, _snake(op))(QueueUrl=self.address, **kw)
+        except ClientError as e:
+            err = e.response.get("Error", {})
+            raise FeedError(f"{self.address}: {op}: {err.get('Code')}: {err.get('Message')}") from None
+        except BotoCoreError as e:
+            raise FeedError(f"{self.address}: {op}: {e}") from None
+
+    async def receive(self) -> list[FeedMessage]:
+        resp = await self._call("ReceiveMessage", MaxNumberOfMessages=self.batch, WaitTimeSeconds=self.wait_time_s,
+                                VisibilityTimeout=self.visibility_timeout_s)
+        out = []
+        for m in resp.get("Messages", []):
+            fm = FeedMessage(message_id=m["MessageId"], body=m.get("Body", ""), receipt=m["ReceiptHandle"])
+            try:
+                fm.events = parse_body(fm.body)
+            except MalformedEvent as e:
+                fm.error = str(e)
+            out.append(fm)
+        return out
+
+    async def ack(self, messages: Sequence[FeedMessage]) -> None:
+        for i in range(0, len(messages), 10):
+            chunk = messages[i:i + 10]
+            resp = await self._call("DeleteMessageBatch", Entries=[
+                {"Id": str(n), "ReceiptHandle": m.receipt} for n, m in enumerate(chunk)])
+            failed = [f for f in resp.get("Failed", []) if f.get("Code") != "ReceiptHandleIsInvalid"]
+            if failed:
+                raise FeedError(f"{self.address}: DeleteMessageBatch failed for {len(failed)}: {failed[0].get('Message')}")
+
+    async def extend(self, messages: Sequence[FeedMessage], seconds: int) -> None:
+        for i in range(0, len(messages), 10):
+            chunk = messages[i:i + 10]
+            await self._call("ChangeMessageVisibilityBatch", Entries=[
+                {"Id": str(n), "ReceiptHandle": m.receipt, "VisibilityTimeout": seconds} for n, m in enumerate(chunk)])
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+        self._client = None
+
+
+def _snake(op: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", op).lower()
+
+
+# ------------------------------------------------------------------ admin (sync boto3)
+def _client(service: str, endpoint: str | None, region: str):
+    import boto3
+
+    return boto3.client(service, endpoint_url=endpoint, region_name=region)
+
+
+def create_queue(endpoint: str | None, region: str, name: str, *, visibility_timeout_s: int = 60) -> tuple[str, str]:
+    """Create (or find) a queue that S3 may send to; returns (queue_url, queue_arn). Idempotent."""
+    sqs = _client("sqs", endpoint, region)
+    url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": str(visibility_timeout_s)})["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    policy = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "s3.amazonaws.com"}, "Action": "sqs:SendMessage", "Resource": arn}]}
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
+    return url, arn
+
+
+def notify_bucket_to_queue(endpoint: str | None, region: str, bucket: str, queue_arn: str) -> None:
+    """Send the bucket's ObjectCreated/ObjectRemoved events to the queue (replaces its config)."""
+    s3 = _client("s3", endpoint, region)
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [
+        {"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}]})
+
+
+def send_raw(endpoint: str | None, region: str, queue_url: str, body: str) -> None:
+    """Put a message body on a queue as-is (tests and tools)."""
+    _client("sqs", endpoint, region).send_message(QueueUrl=queue_url, MessageBody=body)

@@ -1,0 +1,92 @@
+"""Intake: receive feed messages, record their versions in the ledger, then ack.
+
+Invariant 1: a message is acked only after the ledger commit that records it (or records
+it as a dead letter). If recording fails the message is not acked and comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from cloudmirror import metrics
+from cloudmirror.events.base import Feed, FeedMessage
+from cloudmirror.ledger.repo import Ledger
+from cloudmirror.replication.planner import Router, plan_messages
+
+log = logging.getLogger("cloudmirror.intake")
+
+
+class Intake:
+    def __init__(self, feed: Feed, router: Router, ledger: Ledger, *, visibility_timeout_s: int = 60,
+                 on_recorded: Callable[[], None] = lambda: None, error_backoff: float = 1.0):
+        self.feed = feed
+        self.router = router
+        self.ledger = ledger
+        self.visibility_timeout_s = visibility_timeout_s
+        self.on_recorded = on_recorded
+        self.error_backoff = error_backoff
+        self._stopping = asyncio.Event()
+        self.messages = 0
+        self.recorded = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Loop until stop(); feed and ledger errors are logged and retried with backoff."""
+        delay = self.error_backoff
+        while not self._stopping.is_set():
+            receive = asyncio.ensure_future(self.feed.receive())
+            stop = asyncio.ensure_future(self._stopping.wait())
+            done, _ = await asyncio.wait({receive, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if receive not in done:  # stopping: abandon the long poll; unacked messages come back
+                receive.cancel()
+                with contextlib.suppress(BaseException):
+                    await receive
+                break
+            stop.cancel()
+            try:
+                msgs = receive.result()
+                if msgs:
+                    await self.handle(msgs)
+                delay = self.error_backoff
+            except Exception:  # noqa: BLE001 - the loop must survive queue and DB outages
+                log.exception("intake from %s failed; retrying in %.1fs", self.feed.address, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                delay = min(delay * 2, 30.0)
+        await self.feed.close()
+
+    async def handle(self, msgs: list[FeedMessage]) -> None:
+        """Record one received batch, then ack it."""
+        batch = plan_messages(self.router, self.feed.address, msgs)
+        keeper = asyncio.create_task(self._keep_invisible(msgs))
+        try:
+            outcome = await asyncio.to_thread(self.ledger.record, batch.versions, batch.dead)
+        finally:
+            keeper.cancel()
+        await self.feed.ack(msgs)
+        self.messages += len(msgs)
+        self.recorded += outcome.new
+        for label, n in (("new", outcome.new), ("duplicate", outcome.duplicate), ("stale", outcome.stale),
+                         ("ignored", batch.ignored)):
+            if n:
+                metrics.EVENTS.labels("*", label).inc(n)
+        if batch.dead:
+            metrics.DEAD_LETTERS.labels(self.feed.address).inc(len(batch.dead))
+            for d in batch.dead:
+                log.warning("dead-lettered message %s from %s: %s", d.message_id, d.feed, d.reason)
+        if outcome.new:
+            self.on_recorded()
+
+    async def _keep_invisible(self, msgs: list[FeedMessage]) -> None:
+        """While a batch is being recorded, keep extending its visibility."""
+        while True:
+            await asyncio.sleep(self.visibility_timeout_s / 2)
+            try:
+                await self.feed.extend(msgs, self.visibility_timeout_s)
+            except Exception:  # noqa: BLE001
+                log.warning("could not extend visibility of %d messages", len(msgs), exc_info=True)

@@ -1,0 +1,229 @@
+"""The worker pool: claims replications from the ledger and carries them out.
+
+- bounded concurrency per (mirror, target) (a semaphore each);
+- leases: extended while a job runs; a job whose lease is lost is cancelled; expired leases
+  of crashed workers are reclaimed;
+- each job copies the source's *current* state guarded by the etag its HEAD saw, so a late
+  or duplicate event can never make a target go back (invariant 3);
+- errors: precondition failures retry at once, others back off exponentially with jitter
+  up to `max_attempts`, then end `failed` with the reason;
+- stop(): no new claims, in-flight copies drain (up to drain_timeout), the rest are released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cloudmirror import metrics
+from cloudmirror.config import Config, Mirror, Target
+from cloudmirror.ledger.repo import Job, Ledger
+from cloudmirror.replication.transfer import Endpoint, copy_object
+from cloudmirror.stores.base import NotFound, ObjectMeta, PreconditionFailed, StoreError
+
+log = logging.getLogger("cloudmirror.worker")
+
+
+def backoff(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with jitter: in [d/2, d] where d = min(cap, base * 2**(attempt-1))."""
+    d = min(cap, base * (2 ** max(0, attempt - 1)))
+    return d * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
+
+
+@dataclass
+class Outcome:
+    status: str  # completed | superseded | skipped
+    detail: str | None = None
+    meta: ObjectMeta | None = None
+    target_etag: str | None = None
+    target_version_id: str | None = None
+
+
+class WorkerPool:
+    def __init__(self, config: Config, ledger: Ledger, endpoint: Callable[[str], Endpoint], *,
+                 owner: str | None = None, paused: Callable[[str], bool] = lambda name: False):
+        self.config = config
+        self.settings = config.workers
+        self.ledger = ledger
+        self.endpoint = endpoint  # location URL -> Endpoint (cached by the service)
+        self.owner = owner or f"worker-{uuid.uuid4().hex[:10]}"
+        self.paused = paused
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._slots = {(m.name, t.name): asyncio.Semaphore(self.settings.concurrency_per_target)
+                       for m in config.mirrors for t in m.targets}
+        self._inflight: dict[int, asyncio.Task] = {}
+        self.processed = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    # ------------------------------------------------------------ main loop
+    async def run(self) -> None:
+        maintenance = asyncio.create_task(self._maintain())
+        try:
+            while not self._stopping.is_set():
+                self._wake.clear()
+                claimed = await self._claim_round()
+                if claimed:
+                    continue
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_interval)
+                except TimeoutError:
+                    pass
+        finally:
+            maintenance.cancel()
+            await self._drain()
+
+    async def _claim_round(self) -> int:
+        total = 0
+        for m in self.config.mirrors:
+            if m.paused or self.paused(m.name):
+                continue
+            for t in m.targets:
+                sem = self._slots[(m.name, t.name)]
+                free = sem._value  # noqa: SLF001 - free slots of our own semaphore
+                if free <= 0:
+                    continue
+                jobs = await asyncio.to_thread(self.ledger.claim, m.name, t.name, self.owner,
+                                               min(free, self.settings.claim_batch), self.settings.lease)
+                for job in jobs:
+                    await sem.acquire()
+                    task = asyncio.create_task(self._run_job(m, t, job, sem))
+                    self._inflight[job.id] = task
+                total += len(jobs)
+        return total
+
+    async def _maintain(self) -> None:
+        """Extend our leases, cancel jobs whose lease we lost, reclaim expired ones."""
+        every = max(0.05, self.settings.lease / 3)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                ids = list(self._inflight)
+                if ids:
+                    kept = await asyncio.to_thread(self.ledger.extend_leases, self.owner, ids, self.settings.lease)
+                    if kept < len(ids):
+                        await self._cancel_lost(ids)
+                if await asyncio.to_thread(self.ledger.reclaim_expired):
+                    self.wake()
+            except Exception:  # noqa: BLE001 - keep maintaining; the DB may come back
+                log.exception("lease maintenance failed")
+
+    async def _cancel_lost(self, ids: list[int]) -> None:
+        owned = set(await asyncio.to_thread(self.ledger.owned_by, self.owner, ids))
+        for jid in set(ids) - owned:
+            task = self._inflight.get(jid)
+            if task:
+                log.warning("lease of replication %s lost; cancelling its copy", jid)
+                task.cancel()
+
+    async def _drain(self) -> None:
+        if not self._inflight:
+            return
+        tasks = list(self._inflight.values())
+        done, pending = await asyncio.wait(tasks, timeout=self.settings.drain_timeout)
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+
+    # ------------------------------------------------------------ one job
+    async def _run_job(self, m: Mirror, t: Target, job: Job, sem: asyncio.Semaphore) -> None:
+        started = time.time()
+        try:
+            outcome = await self.process(m, t, job)
+        except asyncio.CancelledError:
+            await asyncio.to_thread(self.ledger.release, self.owner, [job.id])
+            raise
+        except PreconditionFailed as e:
+            # the source changed between our HEAD and the copy: look again at once
+            await asyncio.to_thread(self.ledger.retry_later, job.id, self.owner, str(e), time.time(), count_attempt=False)
+            self.wake()
+        except Exception as e:  # noqa: BLE001 - every failure is recorded, none is lost
+            await self._failed(m, t, job, e)
+        else:
+            await self._record(m, t, job, outcome, started)
+        finally:
+            self._inflight.pop(job.id, None)
+            sem.release()
+            self.processed += 1
+
+    async def _failed(self, m: Mirror, t: Target, job: Job, e: Exception) -> None:
+        reason = str(e) if isinstance(e, StoreError) else f"{type(e).__name__}: {e}"
+        if job.attempts >= self.settings.max_attempts:
+            log.warning("replication %s of %s to %s failed for good: %s", job.id, job.key, t.name, reason)
+            await asyncio.to_thread(self.ledger.fail, job.id, self.owner, f"after {job.attempts} attempts: {reason}")
+            metrics.REPLICATIONS.labels(m.name, t.name, "failed").inc()
+            return
+        delay = backoff(job.attempts, self.settings.retry_base_delay, self.settings.retry_max_delay)
+        log.info("replication %s of %s to %s: attempt %d failed (%s); retry in %.2fs",
+                 job.id, job.key, t.name, job.attempts, reason, delay)
+        await asyncio.to_thread(self.ledger.retry_later, job.id, self.owner, reason, time.time() + delay)
+
+    async def _record(self, m: Mirror, t: Target, job: Job, o: Outcome, started: float) -> None:
+        if o.status == "completed":
+            meta = o.meta
+            await asyncio.to_thread(
+                self.ledger.complete, job.id, self.owner, detail=o.detail,
+                copied_etag=meta.etag if meta else None, copied_version_id=_identity(meta) if meta else None,
+                target_etag=o.target_etag, target_version_id=o.target_version_id, size=meta.size if meta else None)
+            metrics.LATENCY.labels(m.name, t.name).observe(max(0.0, time.time() - job.source_time))
+            if meta and o.detail is None:
+                metrics.BYTES_COPIED.labels(m.name, t.name).inc(meta.size)
+        else:
+            await asyncio.to_thread(self.ledger.finish_other, job.id, self.owner, o.status, o.detail or "")
+        metrics.REPLICATIONS.labels(m.name, t.name, o.status).inc()
+
+    async def process(self, m: Mirror, t: Target, job: Job) -> Outcome:
+        """Carry out one replication. Idempotent: running it twice leaves the same target."""
+        src = self.endpoint(m.source)
+        dst = self.endpoint(t.url)
+        if job.upload_id:  # a previous attempt died mid-upload: clean up first
+            await dst.store.abort_upload(dst.location.full_key(job.key), job.upload_id)
+            await asyncio.to_thread(self.ledger.set_upload_id, job.id, None)
+        try:
+            meta = await src.store.head(src.location.full_key(job.key))
+        except NotFound:
+            meta = None
+        if job.op == "delete":
+            if meta is not None and not meta.is_replica:
+                return Outcome("superseded", "the source holds the key again (a newer write)")
+            await dst.store.delete(dst.location.full_key(job.key))
+            return Outcome("completed")
+        if meta is None:
+            return Outcome("superseded", "the source no longer has the key")
+        if meta.is_replica:
+            return Outcome("skipped", "the source object is a cloudmirror replica (loop prevention)")
+        last = await asyncio.to_thread(self.ledger.last_copied, m.name, t.name, job.key)
+        if last is not None and last == (meta.etag, _identity(meta)):
+            return Outcome("completed", "the target already holds this version", meta=meta)
+
+        async def remember_upload(upload_id: str) -> None:
+            await asyncio.to_thread(self.ledger.set_upload_id, job.id, upload_id)
+
+        try:
+            result = await copy_object(src, dst, job.key, meta, mirror=m.name, target=t, settings=self.settings,
+                                       on_upload_started=remember_upload)
+        except NotFound:
+            return Outcome("superseded", "the source key was deleted during the copy")
+        moved = job.etag is not None and meta.etag != job.etag
+        return Outcome("completed", f"source had moved on to etag {meta.etag}; copied that" if moved else None,
+                       meta=meta, target_etag=result.etag, target_version_id=result.version_id)
+
+
+def _identity(meta: ObjectMeta) -> str | None:
+    """What distinguishes two writes of identical bytes: the version id, else the write time."""
+    if meta.version_id:
+        return meta.version_id
+    return meta.last_modified.isoformat() if meta.last_modified else None
+

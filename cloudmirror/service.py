@@ -1,0 +1,140 @@
+"""Wires the parts for the roles `run` (intake + workers + API), `worker` and `api`, and
+holds the service functions that the CLI and the REST API share."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from dataclasses import dataclass, field
+
+from cloudmirror.config import Config
+from cloudmirror.events import open_feed
+from cloudmirror.ledger.repo import Ledger
+from cloudmirror.location import parse_location
+from cloudmirror.replication.intake import Intake
+from cloudmirror.replication.planner import Router
+from cloudmirror.replication.transfer import Endpoint
+from cloudmirror.replication.worker import WorkerPool
+from cloudmirror.stores import open_store
+
+log = logging.getLogger("cloudmirror.service")
+
+
+def upgrade_db(config: Config) -> None:
+    """`db upgrade`: bring the ledger schema to the newest revision. Idempotent."""
+    ledger = Ledger(config.ledger, pool_size=0)
+    try:
+        ledger.upgrade()
+    finally:
+        ledger.close()
+
+
+def status(config: Config, ledger: Ledger) -> list[dict]:
+    """Per mirror and target: counts by status and the RPO (age of the oldest open write).
+    Targets with no replications yet appear with zeros."""
+    rows = {(r["mirror"], r["target"]): r for r in ledger.status()}
+    out = []
+    for m in config.mirrors:
+        for t in m.targets:
+            r = rows.get((m.name, t.name)) or dict(mirror=m.name, target=t.name, pending=0, in_progress=0,
+                                                   completed=0, failed=0, superseded=0, skipped=0,
+                                                   rpo_seconds=0.0)
+            r["rpo_objective"] = m.rpo_objective
+            r["objective_met"] = r["rpo_seconds"] <= m.rpo_objective
+            out.append(r)
+    return out
+
+
+@dataclass
+class Service:
+    """One process's share of the work. Build, `await run(...)`, then `await close()`."""
+
+    config: Config
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    ledger: Ledger | None = None
+
+    def __post_init__(self) -> None:
+        if self.ledger is None:
+            self.ledger = Ledger(self.config.ledger)
+        self._endpoints: dict[str, Endpoint] = {}
+        self._stop = asyncio.Event()
+        self.pool: WorkerPool | None = None
+        self.intakes: list[Intake] = []
+
+    def endpoint(self, url: str) -> Endpoint:
+        """The store for a location URL, opened once per process."""
+        ep = self._endpoints.get(url)
+        if ep is None:
+            loc = parse_location(url)
+            ep = self._endpoints[url] = Endpoint(loc, open_store(loc))
+        return ep
+
+    def stop(self) -> None:
+        """Graceful stop: intake stops receiving, workers drain in-flight copies."""
+        self._stop.set()
+        for i in self.intakes:
+            i.stop()
+        if self.pool:
+            self.pool.stop()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+
+    async def run(self, *, intake: bool = True, workers: bool = True, api: bool = False) -> None:
+        """Run the chosen roles until stop()."""
+        tasks = []
+        if workers:
+            self.pool = WorkerPool(self.config, self.ledger, self.endpoint, owner=self.owner)
+            tasks.append(asyncio.create_task(self.pool.run(), name="workers"))
+        if intake:
+            router = Router(self.config.mirrors)
+            seen: set[str] = set()
+            for m in self.config.mirrors:
+                for f in m.events:
+                    if f.address in seen:
+                        continue
+                    seen.add(f.address)
+                    wake = self.pool.wake if self.pool else (lambda: None)
+                    it = Intake(open_feed(f), router, self.ledger, visibility_timeout_s=f.visibility_timeout_s,
+                                on_recorded=wake)
+                    self.intakes.append(it)
+                    tasks.append(asyncio.create_task(it.run(), name=f"intake {f.address}"))
+        if api:
+            tasks.append(asyncio.create_task(self._serve_api(), name="api"))
+        if self._stop.is_set():
+            self.stop()
+        try:
+            await self._stop.wait()
+        finally:
+            self.stop()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            for t, r in zip(tasks, results, strict=True):
+                if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
+                    log.error("%s ended with %r", t.get_name(), r)
+
+    async def _serve_api(self) -> None:
+        import uvicorn
+
+        from api.app import create_app
+
+        host, _, port = self.config.api.listen.rpartition(":")
+        server = uvicorn.Server(uvicorn.Config(create_app(self.config, self.ledger), host=host, port=int(port),
+                                               log_level="warning", lifespan="on"))
+        server.install_signal_handlers = lambda: None  # the service owns signals
+        serve = asyncio.create_task(server.serve())
+        await self._stop.wait()
+        server.should_exit = True
+        await serve
+
+    async def close(self) -> None:
+        for ep in self._endpoints.values():
+            with contextlib.suppress(Exception):
+                await ep.store.close()
+        self._endpoints.clear()
+        self.ledger.close()

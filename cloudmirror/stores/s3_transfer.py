@@ -1,0 +1,228 @@
+"""Multipart upload and multipart server-side copy for the S3 store.
+
+Memory is bounded (invariant 7): a part buffer is read only after a slot of the
+`max_buffers` semaphore is taken, and the slot is given back when that part's upload
+finishes, so at most `max_buffers` part buffers (plus one incoming chunk being
+re-chunked) are alive at once. Every part carries Content-MD5; the MD5 of the whole
+stream is computed while reading. Any failure aborts the upload (best effort).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from cloudmirror.stores.base import ChecksumMismatch, FatalError, PutOptions, PutResult
+from cloudmirror.stores.s3_errors import translate
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+MIN_PART = 5 * 1024 * 1024
+MAX_PARTS = 10_000
+_THREAD_HASH_MIN = 256 * 1024  # hash bigger buffers off the event loop (hashlib drops the GIL)
+
+
+def is_plain_md5(etag: str | None) -> bool:
+    """True when an etag looks like a plain MD5 (32 hex digits, no multipart '-N')."""
+    return bool(etag) and len(etag) == 32 and all(c in "0123456789abcdefABCDEF" for c in etag)
+
+
+async def md5_digest(data: bytes) -> bytes:
+    if len(data) >= _THREAD_HASH_MIN:
+        return await asyncio.to_thread(lambda: hashlib.md5(data).digest())
+    return hashlib.md5(data).digest()
+
+
+async def md5_update(h: Any, data: bytes) -> None:
+    if len(data) >= _THREAD_HASH_MIN:
+        await asyncio.to_thread(h.update, data)
+    else:
+        h.update(data)
+
+
+def effective_part_size(part_size: int, size: int | None) -> int:
+    """At least 5 MiB, and large enough that `size` fits in 10,000 parts."""
+    ps = max(part_size, MIN_PART)
+    if size is not None and -(-size // ps) > MAX_PARTS:
+        ps = -(-size // MAX_PARTS)
+        ps = -(-ps // (1024 * 1024)) * 1024 * 1024
+    return ps
+
+
+async def rechunk(head: bytes, rest: AsyncIterator[bytes] | None, size: int) -> AsyncIterator[bytes]:
+    """Re-cut `head` followed by the chunks of `rest` into pieces of exactly `size` bytes
+    (the last one may be shorter). Holds at most one piece plus one incoming chunk."""
+    buf = bytearray(head)
+    del head
+    while True:
+        while len(buf) >= size:
+            with memoryview(buf) as mv:
+                piece = bytes(mv[:size])
+            del buf[:size]
+            yield piece
+            del piece
+        if rest is None:
+            break
+        try:
+            chunk = await anext(rest)
+        except StopAsyncIteration:
+            break
+        buf += chunk
+        del chunk
+    if buf:
+        yield bytes(buf)
+
+
+async def bounded_map(items: AsyncIterator[T], fn: Callable[[int, T], Awaitable[R]], limit: int) -> list[R]:
+    """Run fn(n, item) for n = 1, 2, ... concurrently, at most `limit` at a time.
+
+    The next item is pulled from `items` only after a slot is free, so items that are
+    buffers are bounded too. Fails fast: the first error cancels the rest and is raised.
+    """
+    sem = asyncio.Semaphore(max(1, limit))
+    tasks: list[asyncio.Task[R]] = []
+
+    async def run(n: int, item: T) -> R:
+        try:
+            return await fn(n, item)
+        finally:
+            sem.release()
+
+    try:
+        n = 0
+        while True:
+            await sem.acquire()
+            if any(t.done() and not t.cancelled() and t.exception() is not None for t in tasks):
+                sem.release()
+                break
+            try:
+                item = await anext(items)
+            except StopAsyncIteration:
+                sem.release()
+                break
+            except BaseException:
+                sem.release()
+                raise
+            n += 1
+            tasks.append(asyncio.create_task(run(n, item)))
+            del item
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def _abort(client: Any, bucket: str, key: str, upload_id: str) -> None:
+    try:
+        await client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    except Exception as e:  # best effort: the caller re-raises the original error
+        log.warning("could not abort upload %s of s3://%s/%s: %s", upload_id, bucket, key, e)
+
+
+def multipart_etag(digests: list[bytes]) -> str:
+    return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
+
+
+async def multipart_upload(client: Any, bucket: str, key: str, head: bytes, rest: AsyncIterator[bytes] | None,
+                           opts: PutOptions, create_params: dict[str, Any]) -> PutResult:
+    """Upload `head` + `rest` as a multipart upload. Raises ChecksumMismatch (upload
+    aborted, nothing written) when opts.md5 / opts.size do not match the bytes read."""
+    part_size = effective_part_size(opts.part_size, opts.size)
+    kms = opts.sse == "aws:kms"
+    with translate(bucket, key):
+        created = await client.create_multipart_upload(Bucket=bucket, Key=key, **create_params)
+    upload_id = created["UploadId"]
+    whole = hashlib.md5()
+    total = 0
+
+    async def parts() -> AsyncIterator[bytes]:
+        nonlocal total
+        count = 0
+        async for piece in rechunk(head, rest, part_size):
+            count += 1
+            if count > MAX_PARTS:
+                raise FatalError(f"s3://{bucket}/{key}: TooManyParts: more than {MAX_PARTS} parts of {part_size} bytes")
+            await md5_update(whole, piece)
+            total += len(piece)
+            yield piece
+
+    async def send(n: int, data: bytes) -> tuple[dict[str, Any], bytes]:
+        digest = await md5_digest(data)
+        with translate(bucket, key):
+            r = await client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=n, Body=data,
+                                         ContentMD5=base64.b64encode(digest).decode())
+        etag = r["ETag"].strip('"')
+        if not kms and is_plain_md5(etag) and etag.lower() != digest.hex():
+            raise ChecksumMismatch(f"s3://{bucket}/{key}: part {n} etag {etag} != md5 {digest.hex()}")
+        return {"PartNumber": n, "ETag": r["ETag"]}, digest
+
+    try:
+        if opts.on_upload_started is not None:
+            await opts.on_upload_started(upload_id)
+        done = await bounded_map(parts(), send, opts.max_buffers)
+        md5 = whole.hexdigest()
+        _verify_stream(bucket, key, opts, md5, total)
+        with translate(bucket, key):
+            r = await client.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id,
+                MultipartUpload={"Parts": [p for p, _ in done]})
+    except BaseException:
+        await asyncio.shield(_abort(client, bucket, key, upload_id))
+        raise
+    etag = r.get("ETag", "").strip('"') or None
+    expected = multipart_etag([d for _, d in done])
+    if not kms and etag and "-" in etag and etag != expected:
+        raise ChecksumMismatch(f"s3://{bucket}/{key}: multipart etag {etag} != expected {expected}")
+    return PutResult(etag=etag, version_id=r.get("VersionId"), size=total, md5=md5)
+
+
+def _verify_stream(bucket: str, key: str, opts: PutOptions, md5: str, size: int) -> None:
+    if opts.md5 is not None and opts.md5.lower() != md5:
+        raise ChecksumMismatch(f"s3://{bucket}/{key}: MD5 of the bytes read {md5} != expected {opts.md5}",
+                               code="BadDigest")
+    if opts.size is not None and opts.size != size:
+        raise ChecksumMismatch(f"s3://{bucket}/{key}: read {size} bytes, expected {opts.size}", code="SizeMismatch")
+
+
+async def multipart_copy(client: Any, bucket: str, key: str, copy_source: dict[str, str], size: int,
+                         guard: str | None, opts: PutOptions, create_params: dict[str, Any]) -> dict[str, Any]:
+    """Copy `size` bytes of copy_source into bucket/key with UploadPartCopy.
+
+    `guard` is the source etag every part must still match (CopySourceIfMatch). Returns
+    the CompleteMultipartUpload response. Aborts the upload on any failure."""
+    part_size = effective_part_size(opts.part_size, size)
+    with translate(bucket, key):
+        created = await client.create_multipart_upload(Bucket=bucket, Key=key, **create_params)
+    upload_id = created["UploadId"]
+
+    async def ranges() -> AsyncIterator[tuple[int, int]]:
+        for start in range(0, size, part_size):
+            yield start, min(start + part_size, size) - 1
+
+    async def send(n: int, rng: tuple[int, int]) -> dict[str, Any]:
+        extra = {"CopySourceIfMatch": f'"{guard}"'} if guard else {}
+        with translate(bucket, key):
+            r = await client.upload_part_copy(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=n,
+                                              CopySource=copy_source, CopySourceRange=f"bytes={rng[0]}-{rng[1]}",
+                                              **extra)
+        return {"PartNumber": n, "ETag": r["CopyPartResult"]["ETag"]}
+
+    try:
+        if opts.on_upload_started is not None:
+            await opts.on_upload_started(upload_id)
+        parts = await bounded_map(ranges(), send, max(opts.max_buffers, 4))
+        with translate(bucket, key):
+            return await client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
+                                                          MultipartUpload={"Parts": parts})
+    except BaseException:
+        await asyncio.shield(_abort(client, bucket, key, upload_id))
+        raise
