@@ -84,7 +84,9 @@ class EventFeed(_Strict):
     sqs: str | None = None
     pubsub: str | None = None
     azure_queue: str | None = None
-    # only for sqs: how long to wait in one receive (long polling) and visibility
+    # only for sqs: the queue's region when the URL does not say (emulators), how long to
+    # wait in one receive (long polling) and the visibility timeout
+    region: str | None = None
     wait_time_s: Annotated[int, Field(ge=0, le=20)] = 10
     visibility_timeout_s: Annotated[int, Field(ge=5, le=43200)] = 60
 

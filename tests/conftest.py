@@ -126,3 +126,11 @@ def ledger(ledger_url):
     led = Ledger(ledger_url)
     yield led
     led.close()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint_b(tmp_path_factory):
+    """A second, separate S3 endpoint: copies between two endpoints are streamed, not server-side."""
+    proc, endpoint = start_moto(log_dir=tmp_path_factory.mktemp("moto-b"))
+    yield endpoint
+    proc.stop()

@@ -11,5 +11,6 @@ def open_feed(feed: EventFeed) -> Feed:
     if feed.kind == "sqs":
         from cloudmirror.events.sqs import SqsFeed
 
-        return SqsFeed(feed.sqs, wait_time_s=feed.wait_time_s, visibility_timeout_s=feed.visibility_timeout_s)
+        return SqsFeed(feed.sqs, wait_time_s=feed.wait_time_s, visibility_timeout_s=feed.visibility_timeout_s,
+                       region=feed.region)
     raise ValueError(f"event feed kind {feed.kind!r} is not supported yet")

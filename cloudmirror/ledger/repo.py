@@ -263,10 +263,11 @@ class Ledger:
 
     # ------------------------------------------------------------ outcomes
     def _finish(self, job_id: int, owner: str, **values) -> bool:
+        """End (or reschedule) a job we hold; lease_owner stays as a record of who ran it."""
         with self.engine.begin() as conn:
             return conn.execute(update(replications)
                                 .where(R.id == job_id, R.status == "in_progress", R.lease_owner == owner)
-                                .values(lease_owner=None, lease_expires_at=None, **values)).rowcount == 1
+                                .values(lease_expires_at=None, **values)).rowcount == 1
 
     def complete(self, job_id: int, owner: str, *, copied_etag: str | None = None, copied_version_id: str | None = None,
                  target_etag: str | None = None, target_version_id: str | None = None, size: int | None = None,

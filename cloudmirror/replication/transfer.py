@@ -66,7 +66,9 @@ async def copy_object(src: Endpoint, dst: Endpoint, key: str, meta: ObjectMeta, 
     src_key, dst_key = src.location.full_key(key), dst.location.full_key(key)
     if isinstance(dst.store, ServerSideCopier) and dst.store.can_copy_from(src.location):
         opts = _write_options(CopyOptions, meta, mirror, target, settings, on_upload_started,
-                              source_version_id=meta.version_id, source_if_match=meta.etag)
+                              source_version_id=meta.version_id, source_if_match=meta.etag,
+                              # a source without tags must clear stale tags on the target
+                              replace_tags=meta.tag_count == 0)
         return await dst.store.copy(src.location, src_key, dst_key, opts)
     if meta.tags is None and meta.tag_count:
         meta.tags = (await src.store.head(src_key, HeadOptions(version_id=meta.version_id, include_tags=True))).tags

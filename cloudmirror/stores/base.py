@@ -156,10 +156,11 @@ class UploadStartedHook(Protocol):
 @dataclass
 class CopyOptions(PutOptions):
     """A server-side copy. Content headers/metadata given here REPLACE the source's;
-    tags are copied from the source unless `tags` is non-empty."""
+    tags are copied from the source unless `tags` is non-empty or `replace_tags` is set."""
 
     source_version_id: str | None = None
     source_if_match: str | None = None  # guard: the source must still have this etag
+    replace_tags: bool = False  # True: the target gets exactly opts.tags, even when empty
 
 
 @dataclass

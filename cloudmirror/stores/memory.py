@@ -81,12 +81,11 @@ class MemoryStore:
     def __init__(self, location: Location):
         self.location = location
         self.bucket = location.bucket
-        self._b = _bucket(location.bucket)
+        _bucket(location.bucket)
 
     def _op(self, operation: str) -> _Bucket:
         metrics.storage_request("memory", operation)
-        b = _bucket(self.bucket)  # survives reset_memory_stores()
-        self._b = b
+        b = _bucket(self.bucket)  # looked up each call: survives reset_memory_stores()
         faults = b.faults.get(operation)
         if faults:
             raise faults.pop(0)
@@ -227,7 +226,7 @@ class MemoryStore:
         if (opts.md5 is not None and opts.md5.lower() != v.meta.md5) or (opts.size is not None and opts.size != v.meta.size):
             raise ChecksumMismatch(f"{self._where(key)}: source is {v.meta.size} bytes md5 {v.meta.md5}, "
                                    f"expected {opts.size} bytes md5 {opts.md5}")
-        tags = dict(opts.tags) if opts.tags else dict(v.meta.tags or {})
+        tags = dict(opts.tags) if opts.tags or opts.replace_tags else dict(v.meta.tags or {})
         meta = ObjectMeta(key=key, size=v.meta.size, etag=v.meta.etag, md5=v.meta.md5, last_modified=_now(),
                           metadata={k.lower(): x for k, x in opts.metadata.items()}, tags=tags, tag_count=len(tags),
                           storage_class=opts.storage_class or "STANDARD", **_headers(opts))

@@ -15,124 +15,56 @@ import base64
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
-from urllib.parse import urlencode
 
 import aioboto3
-from botocore.config import Config
 
-from cloudmirror import metrics
 from cloudmirror.location import Location
 from cloudmirror.stores.base import (
     ChecksumMismatch,
-    CopyOptions,
     DeleteOptions,
     GetOptions,
     GetResult,
     HeadOptions,
     ListOptions,
     ObjectMeta,
-    PreconditionFailed,
     PutOptions,
     PutResult,
 )
-from cloudmirror.stores.s3_errors import classify_error, translate  # noqa: F401 (re-exported)
-from cloudmirror.stores.s3_transfer import (
-    effective_part_size,
-    is_plain_md5,
-    md5_digest,
-    multipart_copy,
-    multipart_upload,
+from cloudmirror.stores.s3_common import (
+    client_config,
+    count_request,
+    etag_of,
+    listed_meta,
+    meta_from_response,
+    write_params,
+    written_version,
 )
+from cloudmirror.stores.s3_copy import S3CopyMixin
+from cloudmirror.stores.s3_errors import classify_error, translate
+from cloudmirror.stores.s3_transfer import effective_part_size, is_plain_md5, md5_digest, multipart_upload
 
-COPY_MAX_SINGLE = 5 * 1024**3  # CopyObject's limit
-_HEADER_PARAMS = (("content_type", "ContentType"), ("content_encoding", "ContentEncoding"),
-                  ("content_disposition", "ContentDisposition"), ("content_language", "ContentLanguage"),
-                  ("cache_control", "CacheControl"))
-_CHECKSUM_FIELDS = (("ChecksumCRC32", "crc32"), ("ChecksumCRC32C", "crc32c"), ("ChecksumSHA1", "sha1"),
-                    ("ChecksumSHA256", "sha256"), ("ChecksumCRC64NVME", "crc64nvme"))
+__all__ = ["S3Store", "classify_error", "create_bucket", "client_config"]
 
 
-def client_config(endpoint: str | None) -> Config:
-    """botocore Config shared by every client: standard retries (3 attempts), a pool of
-    64 connections, bounded timeouts, path-style addressing for custom endpoints, and
-    checksums only where required (we send Content-MD5 ourselves)."""
-    return Config(
-        retries={"mode": "standard", "max_attempts": 3},
-        max_pool_connections=64,
-        connect_timeout=10,
-        read_timeout=120,
-        tcp_keepalive=True,
-        s3={"addressing_style": "path"} if endpoint else None,
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-    )
-
-
-def _count_request(event_name: str = "", **_: Any) -> None:
-    metrics.storage_request("s3", event_name.rsplit(".", 1)[-1])
-
-
-def meta_from_response(key: str, r: dict[str, Any]) -> ObjectMeta:
-    """ObjectMeta from a HeadObject / GetObject response."""
-    etag = (r.get("ETag") or "").strip('"') or None
-    sse = r.get("ServerSideEncryption")
-    plain = is_plain_md5(etag) and sse != "aws:kms" and not r.get("SSECustomerAlgorithm")
-    return ObjectMeta(
-        key=key,
-        size=int(r.get("ContentLength") or 0),
-        etag=etag,
-        version_id=r.get("VersionId"),
-        last_modified=r.get("LastModified"),
-        content_type=r.get("ContentType"),
-        content_encoding=r.get("ContentEncoding"),
-        content_disposition=r.get("ContentDisposition"),
-        content_language=r.get("ContentLanguage"),
-        cache_control=r.get("CacheControl"),
-        metadata={k.lower(): v for k, v in (r.get("Metadata") or {}).items()},
-        tag_count=int(r.get("TagCount") or 0),
-        storage_class=r.get("StorageClass") or "STANDARD",
-        md5=etag.lower() if plain and etag else None,
-        checksums={name: r[f] for f, name in _CHECKSUM_FIELDS if r.get(f)},
-    )
-
-
-def write_params(opts: PutOptions, tags: dict[str, str] | None = None) -> dict[str, Any]:
-    """PutObject / CreateMultipartUpload / CopyObject parameters for opts."""
-    p: dict[str, Any] = {param: getattr(opts, attr) for attr, param in _HEADER_PARAMS if getattr(opts, attr)}
-    p["Metadata"] = dict(opts.metadata)
-    tags = opts.tags if tags is None else tags
-    if tags:
-        p["Tagging"] = urlencode(tags)
-    if opts.storage_class:
-        p["StorageClass"] = opts.storage_class
-    if opts.sse:
-        p["ServerSideEncryption"] = opts.sse
-    if opts.kms_key_id:
-        p["SSEKMSKeyId"] = opts.kms_key_id
-    return p
-
-
-class S3Store:
-    """Store + ServerSideCopier for s3:// locations.
+class S3Store(S3CopyMixin):
+    """Store + ServerSideCopier (see s3_copy) for s3:// locations.
 
     `copy_multipart_threshold`: copies larger than this use UploadPartCopy (5 GiB, the
     CopyObject limit; tests lower it)."""
 
-    copy_multipart_threshold: int = COPY_MAX_SINGLE
-
     def __init__(self, location: Location):
         self.location = location
         self.bucket = location.bucket
-        self._session = aioboto3.Session(profile_name=location.param("profile"))
+        self._session: aioboto3.Session | None = None  # made on first use: a bad profile is a StoreError
         self._stack = AsyncExitStack()
         self._clients: dict[tuple[str | None, str | None], Any] = {}
         self._lock: asyncio.Lock | None = None
 
     # ------------------------------------------------------------ clients
-    async def client(self, region: str | None = None, endpoint: str | None = None) -> Any:
-        """The cached client for (region, endpoint); defaults to this location's."""
-        if region is None and endpoint is None:
-            region, endpoint = self.location.region, self.location.endpoint
+    async def client(self, location: Location | None = None) -> Any:
+        """The cached client for a location's (region, endpoint); defaults to this store's."""
+        location = location or self.location
+        region, endpoint = location.region, location.endpoint
         cache_key = (region, endpoint)
         if (c := self._clients.get(cache_key)) is not None:
             return c
@@ -140,9 +72,12 @@ class S3Store:
             self._lock = asyncio.Lock()
         async with self._lock:
             if (c := self._clients.get(cache_key)) is None:
-                c = await self._stack.enter_async_context(self._session.client(
-                    "s3", region_name=region, endpoint_url=endpoint, config=client_config(endpoint)))
-                c.meta.events.register("before-send.s3", _count_request)
+                with translate(self.bucket):
+                    if self._session is None:
+                        self._session = aioboto3.Session(profile_name=self.location.param("profile"))
+                    c = await self._stack.enter_async_context(self._session.client(
+                        "s3", region_name=region, endpoint_url=endpoint, config=client_config(endpoint)))
+                c.meta.events.register("before-send.s3", count_request)
                 self._clients[cache_key] = c
         return c
 
@@ -165,11 +100,11 @@ class S3Store:
             r = await c.head_object(**params)
         meta = meta_from_response(key, r)
         if opts.include_tags:
-            meta.tags = await self._tags(c, self.bucket, key, meta.version_id if opts.version_id else None)
+            meta.tags = await self.tags_of(c, self.bucket, key, meta.version_id if opts.version_id else None)
             meta.tag_count = len(meta.tags)
         return meta
 
-    async def _tags(self, c: Any, bucket: str, key: str, version_id: str | None) -> dict[str, str]:
+    async def tags_of(self, c: Any, bucket: str, key: str, version_id: str | None) -> dict[str, str]:
         params = {"Bucket": bucket, "Key": key}
         if version_id:
             params["VersionId"] = version_id
@@ -225,7 +160,7 @@ class S3Store:
             with translate(self.bucket, opts.prefix or None):
                 r = await c.list_objects_v2(**params)
             for o in r.get("Contents", []):
-                yield _listed(o)
+                yield listed_meta(o)
             if not r.get("IsTruncated") or not r.get("NextContinuationToken"):
                 return
             params = dict(base, ContinuationToken=r["NextContinuationToken"])
@@ -237,7 +172,7 @@ class S3Store:
         while True:
             with translate(self.bucket, base["Prefix"] or None):
                 r = await c.list_object_versions(**params)
-            page = [_listed(v) for v in r.get("Versions", [])]
+            page = [listed_meta(v) for v in r.get("Versions", [])]
             for d in r.get("DeleteMarkers", []):
                 page.append(ObjectMeta(key=d["Key"], size=0, version_id=d.get("VersionId"),
                                        last_modified=d.get("LastModified"), is_latest=bool(d.get("IsLatest")),
@@ -301,10 +236,10 @@ class S3Store:
         with translate(self.bucket, key):
             r = await c.put_object(Bucket=self.bucket, Key=key, Body=data,
                                    ContentMD5=base64.b64encode(digest).decode(), **write_params(opts))
-        etag = (r.get("ETag") or "").strip('"') or None
+        etag = etag_of(r)
         if opts.sse != "aws:kms" and is_plain_md5(etag) and etag.lower() != md5:
             raise ChecksumMismatch(f"s3://{self.bucket}/{key}: stored etag {etag} != md5 {md5}")
-        return PutResult(etag=etag, version_id=r.get("VersionId"), size=len(data), md5=md5)
+        return PutResult(etag=etag, version_id=written_version(r), size=len(data), md5=md5)
 
     async def delete(self, key: str, opts: DeleteOptions | None = None) -> None:
         """DeleteObject (a delete marker in versioned buckets unless a version is given).
@@ -330,88 +265,6 @@ class S3Store:
         except Exception as e:
             if getattr(e, "code", None) not in ("NoSuchUpload", "404", "NotFound"):
                 raise
-
-    # ------------------------------------------------------------ server-side copy
-    def can_copy_from(self, source: Location) -> bool:
-        """Same S3 service (endpoint) and the same credentials (profile)."""
-        return (source.scheme == "s3" and source.endpoint == self.location.endpoint
-                and source.param("profile") == self.location.param("profile"))
-
-    async def copy(self, source: Location, source_key: str, key: str, opts: CopyOptions) -> PutResult:
-        """Server-side copy into this location (CopyObject, or UploadPartCopy above
-        `copy_multipart_threshold`). Metadata and content headers are REPLACED by opts;
-        tags are copied unless opts.tags. Raises PreconditionFailed when the source no longer
-        matches opts.source_if_match, NotFound when it is gone, ChecksumMismatch when the
-        result cannot be verified against opts.md5 / opts.size."""
-        c = await self.client()
-        src_client = await self.client(source.region, source.endpoint)
-        copy_source = {"Bucket": source.bucket, "Key": source_key}
-        if opts.source_version_id:
-            copy_source["VersionId"] = opts.source_version_id
-        where = f"s3://{self.bucket}/{key} (copy of s3://{source.bucket}/{source_key})"
-        src_meta: ObjectMeta | None = None
-        size = opts.size
-        if size is None or size > self.copy_multipart_threshold:
-            src_meta = await self._head_source(src_client, source.bucket, source_key, opts)
-            size = src_meta.size
-        if size > self.copy_multipart_threshold:
-            return await self._copy_multipart(c, src_client, copy_source, key, size, src_meta, opts, where)
-        params = write_params(opts)
-        params.update(CopySource=copy_source, MetadataDirective="REPLACE",
-                      TaggingDirective="REPLACE" if opts.tags else "COPY")
-        if opts.source_if_match:
-            params["CopySourceIfMatch"] = f'"{opts.source_if_match}"'
-        with translate(self.bucket, key):
-            r = await c.copy_object(Bucket=self.bucket, Key=key, **params)
-        etag = (r.get("CopyObjectResult", {}).get("ETag") or "").strip('"') or None
-        version_id = r.get("VersionId")
-        expected = opts.md5 or (src_meta.md5 if src_meta else None)
-        if expected and opts.sse != "aws:kms" and is_plain_md5(etag):
-            if etag.lower() == expected.lower():
-                return PutResult(etag=etag, version_id=version_id, size=size, md5=etag.lower())
-            if opts.source_if_match and opts.source_if_match.strip('"') != etag:
-                raise PreconditionFailed(f"{where}: PreconditionFailed: the source changed (copied etag {etag}, "
-                                         f"expected {opts.source_if_match})", code="PreconditionFailed")
-            raise ChecksumMismatch(f"{where}: copied etag {etag} != source md5 {expected}")
-        await self._verify_size(c, key, version_id, size, where)
-        return PutResult(etag=etag, version_id=version_id, size=size, md5=expected)
-
-    async def _head_source(self, src_client: Any, bucket: str, key: str, opts: CopyOptions) -> ObjectMeta:
-        params = {"Bucket": bucket, "Key": key}
-        if opts.source_version_id:
-            params["VersionId"] = opts.source_version_id
-        if opts.source_if_match:
-            params["IfMatch"] = f'"{opts.source_if_match}"'
-        with translate(bucket, key):
-            return meta_from_response(key, await src_client.head_object(**params))
-
-    async def _copy_multipart(self, c: Any, src_client: Any, copy_source: dict[str, str], key: str, size: int,
-                              src_meta: ObjectMeta | None, opts: CopyOptions, where: str) -> PutResult:
-        tags = opts.tags or await self._tags(src_client, copy_source["Bucket"], copy_source["Key"],
-                                             copy_source.get("VersionId"))
-        guard = opts.source_if_match or (None if opts.source_version_id or not src_meta else src_meta.etag)
-        r = await multipart_copy(c, self.bucket, key, copy_source, size, guard, opts, write_params(opts, tags))
-        etag = (r.get("ETag") or "").strip('"') or None
-        await self._verify_size(c, key, r.get("VersionId"), size, where)
-        return PutResult(etag=etag, version_id=r.get("VersionId"), size=size, md5=opts.md5)
-
-    async def _verify_size(self, c: Any, key: str, version_id: str | None, size: int | None, where: str) -> None:
-        if size is None:
-            return
-        params = {"Bucket": self.bucket, "Key": key}
-        if version_id:
-            params["VersionId"] = version_id
-        with translate(self.bucket, key):
-            r = await c.head_object(**params)
-        if int(r.get("ContentLength") or 0) != size:
-            raise ChecksumMismatch(f"{where}: copied {r.get('ContentLength')} bytes, expected {size}")
-
-
-def _listed(o: dict[str, Any]) -> ObjectMeta:
-    etag = (o.get("ETag") or "").strip('"') or None
-    return ObjectMeta(key=o["Key"], size=int(o.get("Size") or 0), etag=etag, version_id=o.get("VersionId"),
-                      last_modified=o.get("LastModified"), storage_class=o.get("StorageClass") or "STANDARD",
-                      md5=etag.lower() if is_plain_md5(etag) else None, is_latest=o.get("IsLatest", True))
 
 
 async def _read_up_to(it: AsyncIterator[bytes], n: int) -> tuple[bytes, bool]:

@@ -59,7 +59,11 @@ def effective_part_size(part_size: int, size: int | None) -> int:
 async def rechunk(head: bytes, rest: AsyncIterator[bytes] | None, size: int) -> AsyncIterator[bytes]:
     """Re-cut `head` followed by the chunks of `rest` into pieces of exactly `size` bytes
     (the last one may be shorter). Holds at most one piece plus one incoming chunk."""
-    buf = bytearray(head)
+    offset = 0
+    while len(head) - offset >= size:  # a big `head` (a bytes body) is cut without copying it whole
+        yield head[offset:offset + size]
+        offset += size
+    buf = bytearray(head[offset:])
     del head
     while True:
         while len(buf) >= size:
@@ -182,7 +186,8 @@ async def multipart_upload(client: Any, bucket: str, key: str, head: bytes, rest
     expected = multipart_etag([d for _, d in done])
     if not kms and etag and "-" in etag and etag != expected:
         raise ChecksumMismatch(f"s3://{bucket}/{key}: multipart etag {etag} != expected {expected}")
-    return PutResult(etag=etag, version_id=r.get("VersionId"), size=total, md5=md5)
+    return PutResult(etag=etag, version_id=None if r.get("VersionId") in (None, "", "null") else r["VersionId"],
+                     size=total, md5=md5)
 
 
 def _verify_stream(bucket: str, key: str, opts: PutOptions, md5: str, size: int) -> None:
