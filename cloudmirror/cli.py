@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cloudmirror.config import Config, ConfigError, load_config
+from cloudmirror.location import parse_location
 
 app = typer.Typer(help="Near-real-time mirrors of object storage across regions and providers.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -116,11 +117,12 @@ def status(config: ConfigOpt = DEFAULT_CONFIG,
 def status_table(rows: list[dict]) -> Table:
     table = Table(title="cloudmirror status")
     for col in ("mirror", "target", "pending", "in flight", "completed", "failed", "superseded", "skipped", "RPO"):
-        table.add_column(col, justify="right" if col not in ("mirror", "target") else "left")
+        table.add_column(col, justify="right" if col not in ("mirror", "target") else "left",
+                         no_wrap=col != "target", overflow="fold")
     for r in rows:
         rpo = f"{r['rpo_seconds']:.1f}s"
         rpo = rpo if r.get("objective_met", True) else f"[red]{rpo}[/red]"
-        table.add_row(r["mirror"], r["target"], str(r["pending"]), str(r["in_progress"]), str(r["completed"]),
+        table.add_row(r["mirror"], parse_location(r["target"]).display, str(r["pending"]), str(r["in_progress"]), str(r["completed"]),
                       f"[red]{r['failed']}[/red]" if r["failed"] else "0", str(r["superseded"]), str(r["skipped"]), rpo)
     return table
 

@@ -70,6 +70,12 @@ class Location:
             return None
         return full_key[len(self.prefix):]
 
+    @property
+    def display(self) -> str:
+        """Short human form: the URL without endpoint/credential parameters."""
+        keep = tuple((k, v) for k, v in self.params if k == "region")
+        return str(Location(self.scheme, self.bucket, self.prefix, self.account, keep))
+
     def __str__(self) -> str:
         if self.scheme == "file":
             base = f"file://{self.bucket}"
