@@ -36,20 +36,17 @@ class Intake:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Loop until stop(); feed and ledger errors are logged and retried with backoff."""
+        """Loop until stop(); feed and ledger errors are logged and retried with backoff.
+
+        A receive in progress when stop() comes is allowed to finish (long polls last at most
+        wait_time_s) and its messages are recorded: abandoning a long poll client-side would
+        leave the server free to hand messages to the dead request, hiding them for the whole
+        visibility timeout.
+        """
         delay = self.error_backoff
         while not self._stopping.is_set():
-            receive = asyncio.ensure_future(self.feed.receive())
-            stop = asyncio.ensure_future(self._stopping.wait())
-            done, _ = await asyncio.wait({receive, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if receive not in done:  # stopping: abandon the long poll; unacked messages come back
-                receive.cancel()
-                with contextlib.suppress(BaseException):
-                    await receive
-                break
-            stop.cancel()
             try:
-                msgs = receive.result()
+                msgs = await self.feed.receive()
                 if msgs:
                     await self.handle(msgs)
                 delay = self.error_backoff

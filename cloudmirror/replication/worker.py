@@ -198,8 +198,7 @@ class WorkerPool:
         if job.op == "delete":
             if meta is not None and not meta.is_replica:
                 return Outcome("superseded", "the source holds the key again (a newer write)")
-            await dst.store.delete(dst.location.full_key(job.key))
-            return Outcome("completed")
+            return await self._delete_replica(dst, job.key)
         if meta is None:
             return Outcome("superseded", "the source no longer has the key")
         if meta.is_replica:
@@ -219,6 +218,20 @@ class WorkerPool:
         moved = job.etag is not None and meta.etag != job.etag
         return Outcome("completed", f"source had moved on to etag {meta.etag}; copied that" if moved else None,
                        meta=meta, target_etag=result.etag, target_version_id=result.version_id)
+
+    @staticmethod
+    async def _delete_replica(dst: Endpoint, key: str) -> Outcome:
+        """Delete the target's copy, but only a copy cloudmirror wrote: in a two-way mirror
+        the echo of a delete must never remove a newer original write on the other side."""
+        dst_key = dst.location.full_key(key)
+        try:
+            current = await dst.store.head(dst_key)
+        except NotFound:
+            return Outcome("completed", "already absent on the target")
+        if not current.is_replica:
+            return Outcome("skipped", "the target object was not written by cloudmirror; left in place")
+        await dst.store.delete(dst_key)
+        return Outcome("completed")
 
 
 def _identity(meta: ObjectMeta) -> str | None:

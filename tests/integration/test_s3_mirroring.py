@@ -111,7 +111,16 @@ async def test_two_way_mirror_copies_each_write_once_then_stays_quiet(cloud, led
                          message="echo events recorded and drained")
         assert r.ledger.count(mirror="a2b", status="completed") == 100
         assert r.ledger.count(mirror="b2a", status="skipped") == 100  # replicas are never copied back
-        assert sum(1 for _ in range(1)) and r.service.pool.processed == 200
+        assert r.service.pool.processed == 200
+    # deletes travel too, and the echo of a delete never removes a newer original write
+    async with running(cfg) as r:
+        s3.delete_object(Bucket=a, Key="obj-000")
+        await eventually(converged(cloud, a, b), message="the delete reached B")
+        await eventually(lambda: r.ledger.count(mirror="b2a") == 101 and r.ledger.backlog() == 0,
+                         message="the echo of the delete was handled")
+        s3.put_object(Bucket=a, Key="obj-000", Body=b"reborn")
+        await eventually(converged(cloud, a, b), message="the re-write reached B")
+    assert s3.get_object(Bucket=a, Key="obj-000")["Body"].read() == b"reborn"
     # quiet: nothing new arrives on either queue afterwards
     for q, region in ((qa, "us-east-1"), (qb, "eu-west-1")):
         attrs = cloud.sqs(region).get_queue_attributes(QueueUrl=q, AttributeNames=["ApproximateNumberOfMessages"])
@@ -141,6 +150,21 @@ async def test_malformed_messages_are_dead_lettered_and_work_goes_on(cloud, ledg
     attrs = sqs.get_queue_attributes(QueueUrl=q, AttributeNames=["ApproximateNumberOfMessages",
                                                                   "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
     assert attrs == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
+
+
+async def test_a_delete_leaves_target_objects_cloudmirror_did_not_write(cloud, ledger_url):
+    src, dst = cloud.bucket(), cloud.bucket("eu-west-1")
+    cfg = config(ledger_url, [mirror("m", cloud, src, [dst], cloud.queue_for(src))])
+    cloud.s3("eu-west-1").put_object(Bucket=dst, Key="theirs", Body=b"written on the target by someone else")
+    async with running(cfg) as r:
+        cloud.s3().put_object(Bucket=src, Key="theirs", Body=b"x")
+        cloud.s3().delete_object(Bucket=src, Key="theirs")
+        await eventually(lambda: r.ledger.backlog() == 0 and r.ledger.count() == 2)
+        statuses = sorted((x["op"], x["status"]) for x in r.ledger.replications_for("m", "theirs"))
+    # the put was either copied (then deleted as our replica) or superseded by the delete
+    assert statuses in ([("delete", "completed"), ("put", "completed")], [("delete", "skipped"), ("put", "superseded")])
+    keys = [o["Key"] for o in cloud.s3("eu-west-1").list_objects_v2(Bucket=dst).get("Contents", [])]
+    assert keys == ([] if statuses[1][1] == "completed" else ["theirs"])
 
 
 async def test_missing_target_fails_clearly_and_others_are_unaffected(cloud, ledger_url):
