@@ -87,6 +87,7 @@ class EventFeed(_Strict):
     # only for sqs: the queue's region when the URL does not say (emulators), how long to
     # wait in one receive (long polling) and the visibility timeout
     region: str | None = None
+    receivers: Annotated[int, Field(ge=1, le=64)] = 4  # concurrent receive loops on this queue
     wait_time_s: Annotated[int, Field(ge=0, le=20)] = 10
     visibility_timeout_s: Annotated[int, Field(ge=5, le=43200)] = 60
 

@@ -102,7 +102,7 @@ class Service:
                     seen.add(f.address)
                     wake = self.pool.wake if self.pool else (lambda: None)
                     it = Intake(open_feed(f), router, self.ledger, visibility_timeout_s=f.visibility_timeout_s,
-                                on_recorded=wake)
+                                on_recorded=wake, receivers=f.receivers)
                     self.intakes.append(it)
                     tasks.append(asyncio.create_task(it.run(), name=f"intake {f.address}"))
         if api:

@@ -24,9 +24,10 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def make_engine(url: str, *, pool_size: int = 8) -> Engine:
+def make_engine(url: str, *, pool_size: int = 8, read_only: bool = False) -> Engine:
     """Build an engine. SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE transactions
-    (one writer at a time, no lock-upgrade deadlocks); PostgreSQL a bounded pool."""
+    (one writer at a time, no lock-upgrade deadlocks) -- except a `read_only` engine, whose
+    plain BEGIN lets readers run beside the writer; PostgreSQL gets a bounded pool."""
     url = normalize_url(url)
     if is_sqlite(url):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -43,7 +44,7 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn):  # pragma: no cover
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     if pool_size <= 0:

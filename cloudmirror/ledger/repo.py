@@ -94,6 +94,8 @@ class Job:
     sequencer: str | None
     size: int | None
     upload_id: str | None
+    last_copied_etag: str | None = None  # what the newest completed copy of this key shipped
+    last_copied_version: str | None = None
 
 
 class Ledger:
@@ -103,12 +105,15 @@ class Ledger:
         self.url = db.normalize_url(url)
         self.engine = db.make_engine(self.url, pool_size=pool_size)
         self.sqlite = db.is_sqlite(self.url)
+        # reads on SQLite must not queue behind the writer lock; PostgreSQL needs no second pool
+        self.reader = db.make_engine(self.url, read_only=True) if self.sqlite else self.engine
 
     def upgrade(self) -> None:
         db.upgrade(self.url)
 
     def close(self) -> None:
         self.engine.dispose()
+        self.reader.dispose()
 
     def _insert(self, table):
         return (sqlite if self.sqlite else postgresql).insert(table)
@@ -212,10 +217,16 @@ class Ledger:
         ids = list(ids)
         if not ids:
             return []
+        done = replications.alias("done")
+        last = (select(done.c.copied_etag, done.c.copied_version_id)
+                .where(done.c.lock == R.lock, done.c.status == "completed", done.c.copied_etag.is_not(None))
+                .order_by(done.c.completed_at.desc(), done.c.id.desc()).limit(1))
         q = (select(R.id, R.version_pk, R.mirror, R.target, R.key, V.op, R.attempts, V.source_time, V.version_id,
-                    V.etag, V.sequencer, V.size, R.upload_id)
+                    V.etag, V.sequencer, V.size, R.upload_id,
+                    last.with_only_columns(done.c.copied_etag).scalar_subquery().label("last_copied_etag"),
+                    last.with_only_columns(done.c.copied_version_id).scalar_subquery().label("last_copied_version"))
              .join(versions, V.id == R.version_pk).where(R.id.in_(ids)).order_by(R.id))
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [Job(**r._mapping) for r in conn.execute(q)]
 
     def extend_leases(self, owner: str, ids: Sequence[int], lease: float, *, now: float | None = None) -> int:
@@ -233,7 +244,7 @@ class Ledger:
         if not ids:
             return []
         q = select(R.id).where(R.id.in_(list(ids)), R.lease_owner == owner, R.status == "in_progress")
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [r[0] for r in conn.execute(q)]
 
     def reclaim_expired(self, *, now: float | None = None) -> int:
@@ -296,15 +307,6 @@ class Ledger:
         with self.engine.begin() as conn:
             conn.execute(update(replications).where(R.id == job_id).values(upload_id=upload_id))
 
-    def last_copied(self, mirror: str, target: str, key: str) -> tuple[str | None, str | None] | None:
-        """(copied_etag, copied_version_id) of the newest completed copy of a key to a target."""
-        q = (select(R.copied_etag, R.copied_version_id)
-             .where(R.lock == lock_id(mirror, target, key), R.status == "completed", R.copied_etag.is_not(None))
-             .order_by(R.completed_at.desc(), R.id.desc()).limit(1))
-        with self.engine.connect() as conn:
-            row = conn.execute(q).first()
-        return (row[0], row[1]) if row else None
-
     # ------------------------------------------------------------ reading
     def status(self, *, now: float | None = None) -> list[dict]:
         """Per (mirror, target): counts by status and the oldest open source write time."""
@@ -315,7 +317,7 @@ class Ledger:
                       ("pending", "in_progress", "completed", "failed", "superseded", "skipped")],
                     func.min(open_time).label("oldest_open"))
              .join(versions, V.id == R.version_pk).group_by(R.mirror, R.target).order_by(R.mirror, R.target))
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(q)]
         for r in rows:
             for s in ("pending", "in_progress", "completed", "failed", "superseded", "skipped"):
@@ -327,7 +329,7 @@ class Ledger:
         q = select(func.count()).select_from(replications).where(R.status.in_(("pending", "in_progress")))
         if mirror:
             q = q.where(R.mirror == mirror)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return int(conn.execute(q).scalar() or 0)
 
     def replications_for(self, mirror: str, key: str) -> list[dict]:
@@ -336,7 +338,7 @@ class Ledger:
                     V.origin, R.target, R.status, R.attempts, R.detail, R.last_error, R.completed_at, R.copied_etag)
              .join(replications, R.version_pk == V.id, isouter=True)
              .where(V.mirror == mirror, V.key == key).order_by(V.id, R.target))
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
 
     def count(self, *, mirror: str | None = None, status: str | None = None, target: str | None = None) -> int:
@@ -344,10 +346,10 @@ class Ledger:
         for col, value in ((R.mirror, mirror), (R.status, status), (R.target, target)):
             if value is not None:
                 q = q.where(col == value)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return int(conn.execute(q).scalar() or 0)
 
     def dead_letters(self, limit: int = 100) -> list[dict]:
         q = select(dead_letters).order_by(dead_letters.c.id.desc()).limit(limit)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]

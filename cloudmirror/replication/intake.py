@@ -21,13 +21,14 @@ log = logging.getLogger("cloudmirror.intake")
 
 class Intake:
     def __init__(self, feed: Feed, router: Router, ledger: Ledger, *, visibility_timeout_s: int = 60,
-                 on_recorded: Callable[[], None] = lambda: None, error_backoff: float = 1.0):
+                 on_recorded: Callable[[], None] = lambda: None, error_backoff: float = 1.0, receivers: int = 1):
         self.feed = feed
         self.router = router
         self.ledger = ledger
         self.visibility_timeout_s = visibility_timeout_s
         self.on_recorded = on_recorded
         self.error_backoff = error_backoff
+        self.receivers = receivers
         self._stopping = asyncio.Event()
         self.messages = 0
         self.recorded = 0
@@ -43,6 +44,14 @@ class Intake:
         leave the server free to hand messages to the dead request, hiding them for the whole
         visibility timeout.
         """
+        try:
+            await asyncio.gather(*(self._receive_loop() for _ in range(self.receivers)))
+        finally:
+            await self.feed.close()
+
+    async def _receive_loop(self) -> None:
+        """One receive -> record -> ack loop; several run side by side on one queue so that
+        receiving the next batch overlaps recording the last one."""
         delay = self.error_backoff
         while not self._stopping.is_set():
             try:
@@ -55,7 +64,6 @@ class Intake:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
                 delay = min(delay * 2, 30.0)
-        await self.feed.close()
 
     async def handle(self, msgs: list[FeedMessage]) -> None:
         """Record one received batch, then ack it."""

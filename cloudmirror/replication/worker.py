@@ -203,8 +203,7 @@ class WorkerPool:
             return Outcome("superseded", "the source no longer has the key")
         if meta.is_replica:
             return Outcome("skipped", "the source object is a cloudmirror replica (loop prevention)")
-        last = await asyncio.to_thread(self.ledger.last_copied, m.name, t.name, job.key)
-        if last is not None and last == (meta.etag, _identity(meta)):
+        if job.last_copied_etag is not None and (job.last_copied_etag, job.last_copied_version) == (meta.etag, _identity(meta)):
             return Outcome("completed", "the target already holds this version", meta=meta)
 
         async def remember_upload(upload_id: str) -> None:
