@@ -88,6 +88,8 @@ class EventFeed(_Strict):
     # wait in one receive (long polling) and the visibility timeout
     region: str | None = None
     receivers: Annotated[int, Field(ge=1, le=64)] = 4  # concurrent receive loops on this queue
+    # EventBridge object keys: URL-encoded like S3 notifications (LocalStack) or plain (moto)
+    eventbridge_keys: Literal["encoded", "plain"] = "encoded"
     wait_time_s: Annotated[int, Field(ge=0, le=20)] = 10
     visibility_timeout_s: Annotated[int, Field(ge=5, le=43200)] = 60
 

@@ -12,5 +12,5 @@ def open_feed(feed: EventFeed) -> Feed:
         from cloudmirror.events.sqs import SqsFeed
 
         return SqsFeed(feed.sqs, wait_time_s=feed.wait_time_s, visibility_timeout_s=feed.visibility_timeout_s,
-                       region=feed.region)
+                       region=feed.region, eventbridge_keys_encoded=feed.eventbridge_keys == "encoded")
     raise ValueError(f"event feed kind {feed.kind!r} is not supported yet")

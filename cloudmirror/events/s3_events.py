@@ -4,8 +4,9 @@ Accepted shapes (one message may carry several records):
 - S3 -> SQS directly: ``{"Records": [{"eventSource": "aws:s3", ...}]}``, keys form-encoded;
 - S3 -> SNS -> SQS, enveloped: ``{"Type": "Notification", "Message": "<the S3 JSON>"}``;
 - S3 -> SNS -> SQS with raw delivery: the S3 JSON itself;
-- S3 -> EventBridge -> SQS: ``{"source": "aws.s3", "detail-type": "Object Created", "detail": {...}}``,
-  keys NOT encoded.
+- S3 -> EventBridge -> SQS: ``{"source": "aws.s3", "detail-type": "Object Created", "detail": {...}}``;
+  keys URL-encoded (LocalStack, and S3's own notifications) unless the feed says they are
+  plain (moto).
 ``s3:TestEvent`` messages carry no events. Anything else raises MalformedEvent with the reason.
 """
 
@@ -35,16 +36,16 @@ def parse_time(value: Any) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def parse_body(body: str) -> list[ObjectEvent]:
+def parse_body(body: str, *, eventbridge_keys_encoded: bool = True) -> list[ObjectEvent]:
     """All object events in one SQS message body. Raises MalformedEvent."""
     try:
         doc = json.loads(body)
     except (ValueError, TypeError) as e:
         raise MalformedEvent(f"body is not JSON: {e}") from None
-    return parse_document(doc)
+    return parse_document(doc, eventbridge_keys_encoded=eventbridge_keys_encoded)
 
 
-def parse_document(doc: Any, *, _depth: int = 0) -> list[ObjectEvent]:
+def parse_document(doc: Any, *, eventbridge_keys_encoded: bool = True, _depth: int = 0) -> list[ObjectEvent]:
     if not isinstance(doc, dict):
         raise MalformedEvent(f"expected a JSON object, got {type(doc).__name__}")
     if doc.get("Type") == "Notification" and "Message" in doc:  # SNS envelope
@@ -54,13 +55,13 @@ def parse_document(doc: Any, *, _depth: int = 0) -> list[ObjectEvent]:
         if not isinstance(inner, str):
             raise MalformedEvent("SNS Message is not a string")
         try:
-            return parse_document(json.loads(inner), _depth=1)
+            return parse_document(json.loads(inner), eventbridge_keys_encoded=eventbridge_keys_encoded, _depth=1)
         except ValueError as e:
             raise MalformedEvent(f"SNS Message is not JSON: {e}") from None
     if doc.get("Event") == "s3:TestEvent":
         return []
     if doc.get("source") == "aws.s3" and "detail" in doc:
-        return _eventbridge(doc)
+        return _eventbridge(doc, eventbridge_keys_encoded)
     records = doc.get("Records")
     if records is None:
         raise MalformedEvent("no Records in message (neither an S3, SNS nor EventBridge notification)")
@@ -107,7 +108,7 @@ def _record(r: Any, i: int) -> ObjectEvent | None:
     )
 
 
-def _eventbridge(doc: dict) -> list[ObjectEvent]:
+def _eventbridge(doc: dict, keys_encoded: bool) -> list[ObjectEvent]:
     kind = doc.get("detail-type")
     if kind in _EB_PUT:
         op = "put"
@@ -119,7 +120,7 @@ def _eventbridge(doc: dict) -> list[ObjectEvent]:
     try:
         bucket = d["bucket"]["name"]
         obj = d["object"]
-        key = obj["key"]  # EventBridge keys are not URL-encoded
+        key = unquote_plus(obj["key"]) if keys_encoded else obj["key"]
     except (KeyError, TypeError):
         raise MalformedEvent("EventBridge detail lacks bucket.name or object.key") from None
     return [ObjectEvent(

@@ -41,11 +41,13 @@ class SqsFeed:
     """One SQS queue. Not shared between event loops."""
 
     def __init__(self, queue_url: str, *, wait_time_s: int = 10, visibility_timeout_s: int = 60,
-                 endpoint: str | None = None, region: str | None = None, batch: int = 10):
+                 endpoint: str | None = None, region: str | None = None, batch: int = 10,
+                 eventbridge_keys_encoded: bool = True):
         self.address = queue_url
         self.wait_time_s = wait_time_s
         self.visibility_timeout_s = visibility_timeout_s
         self.batch = batch
+        self.eventbridge_keys_encoded = eventbridge_keys_encoded
         ep, self.region = queue_endpoint_and_region(queue_url, region)
         self.endpoint = endpoint or ep
         self._stack = contextlib.AsyncExitStack()
@@ -78,7 +80,7 @@ class SqsFeed:
         for m in resp.get("Messages", []):
             fm = FeedMessage(message_id=m["MessageId"], body=m.get("Body", ""), receipt=m["ReceiptHandle"])
             try:
-                fm.events = parse_body(fm.body)
+                fm.events = parse_body(fm.body, eventbridge_keys_encoded=self.eventbridge_keys_encoded)
             except MalformedEvent as e:
                 fm.error = str(e)
             out.append(fm)

@@ -30,8 +30,10 @@ def test_sns_envelope_and_raw_delivery_and_eventbridge():
     assert parse_body(inner)[0].op == "delete"  # raw SNS delivery is the S3 JSON itself
     eb = {"version": "0", "source": "aws.s3", "detail-type": "Object Created", "time": "2026-11-24T10:00:00Z",
           "detail": {"bucket": {"name": "src"}, "object": {"key": "a+b c", "size": 5, "etag": "e", "sequencer": "01"}}}
-    [ev] = parse_body(json.dumps(eb))
-    assert (ev.key, ev.op, ev.sequencer) == ("a+b c", "put", "01")  # EventBridge keys are not encoded
+    [ev] = parse_body(json.dumps(eb), eventbridge_keys_encoded=False)
+    assert (ev.key, ev.op, ev.sequencer) == ("a+b c", "put", "01")  # moto: plain keys
+    eb["detail"]["object"]["key"] = "a%2Bb%20c"
+    assert parse_body(json.dumps(eb))[0].key == "a+b c"  # LocalStack / encoded keys
 
 
 def test_test_event_carries_nothing_and_other_kinds_are_ignored():
