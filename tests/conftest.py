@@ -134,3 +134,19 @@ def moto_endpoint_b(tmp_path_factory):
     proc, endpoint = start_moto(log_dir=tmp_path_factory.mktemp("moto-b"))
     yield endpoint
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def localstack_endpoint(tmp_path_factory):
+    """LocalStack in host mode (its venv is built by `localstack/launch venv`, run by `make test`)."""
+    from cloudmirror.local.localstack import start_localstack
+    from cloudmirror.local.procs import LaunchError
+
+    try:
+        proc, endpoint = start_localstack(log_dir=tmp_path_factory.mktemp("localstack"), init_hooks=False)
+    except LaunchError as e:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"LocalStack unavailable here: {e}")
+    yield endpoint
+    proc.stop()

@@ -12,17 +12,27 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from cloudmirror.ledger import db
 from cloudmirror.ledger.models import dead_letters, key_heads, replications, versions
 
 R = replications.c
 V = versions.c
+
+
+def _is_transient(e: BaseException) -> bool:
+    """PostgreSQL deadlock (40P01) or serialization failure (40001): safe to run again."""
+    return isinstance(e, OperationalError) and getattr(e.orig, "sqlstate", None) in ("40P01", "40001")
+
+
+_retry_transient = retry(retry=retry_if_exception(_is_transient), stop=stop_after_attempt(8),
+                         wait=wait_random_exponential(multiplier=0.01, max=0.5), reraise=True)
 
 
 def lock_id(mirror: str, target: str, key: str) -> str:
@@ -74,7 +84,6 @@ class RecordOutcome:
     new: int = 0
     duplicate: int = 0
     stale: int = 0
-    version_pks: list[int | None] = field(default_factory=list)
 
 
 @dataclass
@@ -119,15 +128,20 @@ class Ledger:
         return (sqlite if self.sqlite else postgresql).insert(table)
 
     # ------------------------------------------------------------ intake
+    @_retry_transient
     def record(self, items: Sequence[NewVersion], dead: Sequence[DeadLetter] = (), *, now: float | None = None) -> RecordOutcome:
         """Record versions (dropping duplicates by token) and dead letters in ONE transaction.
 
-        Idempotent: recording the same versions again changes only the duplicate counters.
+        Items are written in (mirror, key, token) order so that concurrent transactions take
+        their row locks in the same order; a deadlock or serialization failure that still
+        happens is retried. Idempotent: recording the same versions again changes only the
+        duplicate counters.
         """
         now = time.time() if now is None else now
         out = RecordOutcome()
+        ordered = sorted(items, key=lambda i: (i.mirror, i.key, i.token))
         with self.engine.begin() as conn:
-            for item in items:
+            for item in ordered:
                 pk = conn.execute(
                     self._insert(versions)
                     .values(mirror=item.mirror, key=item.key, token=item.token, op=item.op, version_id=item.version_id,
@@ -140,9 +154,7 @@ class Ledger:
                     conn.execute(update(versions).where(V.mirror == item.mirror, V.key == item.key, V.token == item.token)
                                  .values(duplicates=V.duplicates + 1))
                     out.duplicate += 1
-                    out.version_pks.append(None)
                     continue
-                out.version_pks.append(pk)
                 stale = self._advance_head(conn, item, pk)
                 if stale is not None:
                     out.stale += 1
@@ -185,6 +197,7 @@ class Ledger:
         return None
 
     # ------------------------------------------------------------ claims
+    @_retry_transient
     def claim(self, mirror: str, target: str, owner: str, limit: int, lease: float, *, now: float | None = None) -> list[Job]:
         """Claim up to `limit` due pending replications of one (mirror, target).
 

@@ -20,7 +20,6 @@ from cloudmirror.stores.base import (
     ChecksumMismatch,
     CopyOptions,
     GetOptions,
-    HeadOptions,
     ObjectMeta,
     PutOptions,
     PutResult,
@@ -64,14 +63,12 @@ async def copy_object(src: Endpoint, dst: Endpoint, key: str, meta: ObjectMeta, 
     bytes written differ from the bytes read, and the other StoreErrors.
     """
     src_key, dst_key = src.location.full_key(key), dst.location.full_key(key)
+    if meta.tags is None:  # tags are set explicitly on every copy: fetched only when there are some
+        meta.tags = {} if meta.tag_count == 0 else await src.store.get_tags(src_key, meta.version_id)
     if isinstance(dst.store, ServerSideCopier) and dst.store.can_copy_from(src.location):
         opts = _write_options(CopyOptions, meta, mirror, target, settings, on_upload_started,
-                              source_version_id=meta.version_id, source_if_match=meta.etag,
-                              # a source without tags must clear stale tags on the target
-                              replace_tags=meta.tag_count == 0)
+                              source_version_id=meta.version_id, source_if_match=meta.etag, tags=dict(meta.tags))
         return await dst.store.copy(src.location, src_key, dst_key, opts)
-    if meta.tags is None and meta.tag_count:
-        meta.tags = (await src.store.head(src_key, HeadOptions(version_id=meta.version_id, include_tags=True))).tags
     got = await src.store.get(src_key, GetOptions(version_id=meta.version_id, if_match=meta.etag,
                                                   chunk_size=min(settings.part_size, 8 * 1024 * 1024)))
     digest = hashlib.md5()  # noqa: S324 - integrity check, not security

@@ -85,7 +85,7 @@ class ObjectMeta:
     cache_control: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)  # user metadata, keys lower-case
     tags: dict[str, str] | None = None  # None = not fetched
-    tag_count: int = 0
+    tag_count: int | None = None  # None = unknown; S3 HEAD reports it (absent = 0)
     storage_class: str | None = None
     md5: str | None = None  # hex MD5 of the whole object when known
     checksums: dict[str, str] = field(default_factory=dict)  # e.g. {"crc32c": "...", "sha256": ...}
@@ -155,12 +155,12 @@ class UploadStartedHook(Protocol):
 
 @dataclass
 class CopyOptions(PutOptions):
-    """A server-side copy. Content headers/metadata given here REPLACE the source's;
-    tags are copied from the source unless `tags` is non-empty or `replace_tags` is set."""
+    """A server-side copy. Content headers/metadata given here REPLACE the source's; so do
+    `tags` when given (an empty dict clears them); `tags=None` copies the source's."""
 
+    tags: dict[str, str] | None = None  # type: ignore[assignment]
     source_version_id: str | None = None
     source_if_match: str | None = None  # guard: the source must still have this etag
-    replace_tags: bool = False  # True: the target gets exactly opts.tags, even when empty
 
 
 @dataclass
@@ -212,6 +212,9 @@ class Store(Protocol):
 
     def list(self, opts: ListOptions | None = None) -> AsyncIterator[ObjectMeta]:
         """Yields objects in key order (versions newest first per key), page by page."""
+
+    async def get_tags(self, key: str, version_id: str | None = None) -> dict[str, str]:
+        """The object's tags (an empty dict when it has none). Raises NotFound."""
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
         """Aborts an unfinished multipart upload. Idempotent."""

@@ -140,6 +140,10 @@ class FileStore:
         return st
 
     # ------------------------------------------------------------ reads
+    async def get_tags(self, key: str, version_id: str | None = None) -> dict[str, str]:
+        """The object's tags (from the sidecar). Raises NotFound."""
+        return dict((await self.head(key, HeadOptions(include_tags=True))).tags or {})
+
     async def head(self, key: str, opts: HeadOptions | None = None) -> ObjectMeta:
         """Raises NotFound, BucketNotFound, AccessDenied, FatalError (invalid key)."""
         opts = opts or HeadOptions()

@@ -113,6 +113,10 @@ class MemoryStore:
         m.tags = dict(v.meta.tags or {}) if include_tags else None
         return m
 
+    async def get_tags(self, key: str, version_id: str | None = None) -> dict[str, str]:
+        """The object's tags. Raises NotFound."""
+        return dict((await self.head(key, HeadOptions(version_id=version_id, include_tags=True))).tags or {})
+
     async def head(self, key: str, opts: HeadOptions | None = None) -> ObjectMeta:
         """Raises NotFound (also for a delete marker)."""
         opts = opts or HeadOptions()
@@ -226,7 +230,7 @@ class MemoryStore:
         if (opts.md5 is not None and opts.md5.lower() != v.meta.md5) or (opts.size is not None and opts.size != v.meta.size):
             raise ChecksumMismatch(f"{self._where(key)}: source is {v.meta.size} bytes md5 {v.meta.md5}, "
                                    f"expected {opts.size} bytes md5 {opts.md5}")
-        tags = dict(opts.tags) if opts.tags or opts.replace_tags else dict(v.meta.tags or {})
+        tags = dict(opts.tags) if opts.tags is not None else dict(v.meta.tags or {})
         meta = ObjectMeta(key=key, size=v.meta.size, etag=v.meta.etag, md5=v.meta.md5, last_modified=_now(),
                           metadata={k.lower(): x for k, x in opts.metadata.items()}, tags=tags, tag_count=len(tags),
                           storage_class=opts.storage_class or "STANDARD", **_headers(opts))

@@ -104,6 +104,10 @@ class S3Store(S3CopyMixin):
             meta.tag_count = len(meta.tags)
         return meta
 
+    async def get_tags(self, key: str, version_id: str | None = None) -> dict[str, str]:
+        """GetObjectTagging. Raises NotFound."""
+        return await self.tags_of(await self.client(), self.bucket, key, version_id)
+
     async def tags_of(self, c: Any, bucket: str, key: str, version_id: str | None) -> dict[str, str]:
         params = {"Bucket": bucket, "Key": key}
         if version_id:

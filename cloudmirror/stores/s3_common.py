@@ -57,7 +57,7 @@ def meta_from_response(key: str, r: dict[str, Any]) -> ObjectMeta:
         content_language=r.get("ContentLanguage"),
         cache_control=r.get("CacheControl"),
         metadata={k.lower(): v for k, v in (r.get("Metadata") or {}).items()},
-        tag_count=int(r.get("TagCount") or 0),
+        tag_count=int(r.get("TagCount") or 0),  # S3 sends x-amz-tagging-count only when > 0
         storage_class=r.get("StorageClass") or "STANDARD",
         md5=etag.lower() if plain and etag else None,
         checksums={name: r[f] for f, name in _CHECKSUM_FIELDS if r.get(f)},

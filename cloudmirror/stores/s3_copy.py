@@ -55,7 +55,7 @@ class S3CopyMixin:
             return await self._copy_multipart(c, src_client, copy_source, key, size, src_meta, opts, where)
         params = write_params(opts)
         params.update(CopySource=copy_source, MetadataDirective="REPLACE",
-                      TaggingDirective="REPLACE" if opts.tags or opts.replace_tags else "COPY")
+                      TaggingDirective="COPY" if opts.tags is None else "REPLACE")
         if opts.source_if_match:
             params["CopySourceIfMatch"] = f'"{opts.source_if_match}"'
         with translate(self.bucket, key):
@@ -84,7 +84,7 @@ class S3CopyMixin:
 
     async def _copy_multipart(self, c: Any, src_client: Any, copy_source: dict[str, str], key: str, size: int,
                               src_meta: ObjectMeta | None, opts: CopyOptions, where: str) -> PutResult:
-        if opts.tags or opts.replace_tags:
+        if opts.tags is not None:
             tags = opts.tags
         else:
             tags = await self.tags_of(src_client, copy_source["Bucket"], copy_source["Key"], copy_source.get("VersionId"))

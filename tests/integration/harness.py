@@ -120,10 +120,10 @@ def snapshot(s3, bucket: str, *, prefix: str = "") -> dict[str, dict]:
             got = s3.get_object(Bucket=bucket, Key=k)
             body = got["Body"].read()
             md = {a: b for a, b in got.get("Metadata", {}).items() if a not in (REPLICA_MARKER, SOURCE_VERSION_KEY)}
-            tags = {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=bucket, Key=k)["TagSet"]}
+            tagset = {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=bucket, Key=k)["TagSet"]}
             out[k[len(prefix):]] = {"md5": hashlib.md5(body).hexdigest(), "size": len(body),  # noqa: S324
                                     "content_type": got.get("ContentType"), "cache_control": got.get("CacheControl"),
-                                    "content_disposition": got.get("ContentDisposition"), "metadata": md, "tags": tags}
+                                    "content_disposition": got.get("ContentDisposition"), "metadata": md, "tags": tagset}
     return out
 
 
