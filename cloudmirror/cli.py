@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -115,15 +116,18 @@ def status(config: ConfigOpt = DEFAULT_CONFIG,
 
 
 def status_table(rows: list[dict]) -> Table:
-    table = Table(title="cloudmirror status")
-    for col in ("mirror", "target", "pending", "in flight", "completed", "failed", "superseded", "skipped", "RPO"):
-        table.add_column(col, justify="right" if col not in ("mirror", "target") else "left",
-                         no_wrap=col != "target", overflow="fold")
+    """Numbers first, the target last (it folds on narrow terminals; the numbers never do)."""
+    table = Table(title="cloudmirror status", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("mirror", no_wrap=True)
+    for col in ("pending", "active", "done", "failed", "superseded", "skipped", "RPO"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("target", min_width=12, overflow="fold")
     for r in rows:
         rpo = f"{r['rpo_seconds']:.1f}s"
         rpo = rpo if r.get("objective_met", True) else f"[red]{rpo}[/red]"
-        table.add_row(r["mirror"], parse_location(r["target"]).display, str(r["pending"]), str(r["in_progress"]), str(r["completed"]),
-                      f"[red]{r['failed']}[/red]" if r["failed"] else "0", str(r["superseded"]), str(r["skipped"]), rpo)
+        table.add_row(r["mirror"], str(r["pending"]), str(r["in_progress"]), str(r["completed"]),
+                      f"[red]{r['failed']}[/red]" if r["failed"] else "0", str(r["superseded"]), str(r["skipped"]),
+                      rpo, parse_location(r["target"]).display)
     return table
 
 

@@ -73,8 +73,8 @@ class Location:
     @property
     def display(self) -> str:
         """Short human form: the URL without endpoint/credential parameters."""
-        keep = tuple((k, v) for k, v in self.params if k == "region")
-        return str(Location(self.scheme, self.bucket, self.prefix, self.account, keep))
+        base = str(Location(self.scheme, self.bucket, self.prefix, self.account))
+        return f"{base} ({self.region})" if self.region else base
 
     def __str__(self) -> str:
         if self.scheme == "file":

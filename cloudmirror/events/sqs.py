@@ -120,7 +120,10 @@ def _client(service: str, endpoint: str | None, region: str):
 def create_queue(endpoint: str | None, region: str, name: str, *, visibility_timeout_s: int = 60) -> tuple[str, str]:
     """Create (or find) a queue that S3 may send to; returns (queue_url, queue_arn). Idempotent."""
     sqs = _client("sqs", endpoint, region)
-    url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": str(visibility_timeout_s)})["QueueUrl"]
+    try:
+        url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": str(visibility_timeout_s)})["QueueUrl"]
+    except sqs.exceptions.QueueNameExists:  # exists with other attributes: use it as it is
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     policy = {"Version": "2012-10-17", "Statement": [{
         "Effect": "Allow", "Principal": {"Service": "s3.amazonaws.com"}, "Action": "sqs:SendMessage", "Resource": arn}]}

@@ -285,14 +285,17 @@ async def _read_up_to(it: AsyncIterator[bytes], n: int) -> tuple[bytes, bool]:
 # ---------------------------------------------------------------- admin helpers (sync)
 def create_bucket(endpoint: str | None, region: str, bucket: str, versioned: bool = False) -> None:
     """Create a bucket (in `region`), optionally with versioning. For the local cloud and
-    tests. Raises botocore ClientError (e.g. BucketAlreadyOwnedByYou)."""
+    tests. Idempotent: a bucket we already own is fine. Raises botocore ClientError."""
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name=region, config=client_config(endpoint))
     kw: dict[str, Any] = {}
     if region != "us-east-1":
         kw["CreateBucketConfiguration"] = {"LocationConstraint": region}
-    s3.create_bucket(Bucket=bucket, **kw)
+    try:
+        s3.create_bucket(Bucket=bucket, **kw)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
     if versioned:
         s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
 
