@@ -27,8 +27,9 @@ db_app = typer.Typer(help="Ledger database.", no_args_is_help=True)
 local_app = typer.Typer(help="The local emulator cloud (moto by default, LocalStack on request).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(local_app, name="local")
-console = Console()
-err = Console(stderr=True)
+# output that is not a terminal (logs, pipes, CI) has no width to respect: do not squeeze tables
+console = Console(width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="CLOUDMIRROR_CONFIG", help="Config file (YAML).")]
 DEFAULT_CONFIG = Path("cloudmirror.yaml")
@@ -116,18 +117,17 @@ def status(config: ConfigOpt = DEFAULT_CONFIG,
 
 
 def status_table(rows: list[dict]) -> Table:
-    """Numbers first, the target last (it folds on narrow terminals; the numbers never do)."""
     table = Table(title="cloudmirror status", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("mirror", no_wrap=True)
+    table.add_column("target", min_width=16, overflow="fold")
     for col in ("pending", "active", "done", "failed", "superseded", "skipped", "RPO"):
         table.add_column(col, justify="right", no_wrap=True)
-    table.add_column("target", min_width=12, overflow="fold")
     for r in rows:
         rpo = f"{r['rpo_seconds']:.1f}s"
         rpo = rpo if r.get("objective_met", True) else f"[red]{rpo}[/red]"
-        table.add_row(r["mirror"], str(r["pending"]), str(r["in_progress"]), str(r["completed"]),
-                      f"[red]{r['failed']}[/red]" if r["failed"] else "0", str(r["superseded"]), str(r["skipped"]),
-                      rpo, parse_location(r["target"]).display)
+        table.add_row(r["mirror"], parse_location(r["target"]).display, str(r["pending"]), str(r["in_progress"]),
+                      str(r["completed"]), f"[red]{r['failed']}[/red]" if r["failed"] else "0", str(r["superseded"]),
+                      str(r["skipped"]), rpo)
     return table
 
 
