@@ -121,3 +121,15 @@ async def test_sigterm_drains_in_flight_copies_then_exits(tmp_path, moto_endpoin
     got = b.s3("eu-west-1").head_object(Bucket=dst, Key="big")
     assert got["ContentLength"] == 60 * 1024 * 1024
     ledger.close()
+
+
+@pytest.mark.timeout(240)
+def test_demo_runs_end_to_end_and_stops_what_it_started():
+    r = cli("demo", timeout=200)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "eu-west-1 holds exactly the 45 objects of us-east-1" in r.stdout
+    assert "local cloud stopped" in r.stdout
+    endpoint = next(line.split(" at ", 1)[1] for line in r.stdout.splitlines() if line.startswith("local cloud at "))
+    from cloudmirror.local.procs import port_open
+
+    assert not port_open(int(endpoint.rsplit(":", 1)[1]))

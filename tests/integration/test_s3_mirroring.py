@@ -187,3 +187,22 @@ async def test_missing_target_fails_clearly_and_others_are_unaffected(cloud, led
         [row] = [x for x in r.ledger.replications_for("m", "k") if x["status"] == "failed"]
     assert row["attempts"] == 3
     assert "NoSuchBucket" in row["last_error"] and "after 3 attempts" in row["last_error"]
+
+
+async def test_per_target_storage_class_and_encryption(cloud, sqlite_url):
+    src, ia, kms = cloud.bucket(), cloud.bucket("eu-west-1"), cloud.bucket("eu-west-1")
+    key_id = __import__("boto3").client("kms", endpoint_url=cloud.endpoint, region_name="eu-west-1").create_key()[
+        "KeyMetadata"]["KeyId"]
+    m = mirror("m", cloud, src, [], cloud.queue_for(src))
+    m["targets"] = [{"url": cloud.url(ia, "eu-west-1"), "storage_class": "STANDARD_IA", "sse": "AES256"},
+                    {"url": cloud.url(kms, "eu-west-1"), "sse": "aws:kms", "kms_key_id": key_id}]
+    async with running(config(sqlite_url, [m])) as r:
+        cloud.s3().put_object(Bucket=src, Key="k", Body=b"secret", Metadata={"a": "b"})
+        await eventually(converged(cloud, src, ia))
+        await eventually(converged(cloud, src, kms))
+        assert r.ledger.count(status="completed") == 2
+    s3 = cloud.s3("eu-west-1")
+    h = s3.head_object(Bucket=ia, Key="k")
+    assert (h.get("StorageClass"), h.get("ServerSideEncryption")) == ("STANDARD_IA", "AES256")
+    h = s3.head_object(Bucket=kms, Key="k")
+    assert h.get("ServerSideEncryption") == "aws:kms" and key_id in h.get("SSEKMSKeyId", "")
