@@ -86,8 +86,23 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
 
+    async def warm(self) -> None:
+        """Open every store of every mirror now, so the first event does not pay for it.
+        Failures are logged, not raised: the replications will report them."""
+        for m in self.config.mirrors:
+            for url in (m.source, *(t.url for t in m.targets)):
+                warm = getattr(self.endpoint(url).store, "warm", None)
+                if warm is None:
+                    continue
+                try:
+                    await warm()
+                except Exception as e:  # noqa: BLE001
+                    log.warning("could not open %s yet: %s", url, e)
+
     async def run(self, *, intake: bool = True, workers: bool = True, api: bool = False) -> None:
         """Run the chosen roles until stop()."""
+        if workers:
+            await self.warm()
         tasks = []
         if workers:
             self.pool = WorkerPool(self.config, self.ledger, self.endpoint, owner=self.owner)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import Double, bindparam, case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
@@ -124,6 +124,13 @@ class Ledger:
         self.engine.dispose()
         self.reader.dispose()
 
+    def _db_now(self):
+        """The database's clock at the moment a row is written, in epoch seconds: a claim's
+        started_at then always follows the commit that freed its key, across hosts too."""
+        if self.sqlite:
+            return (func.julianday("now") - 2440587.5) * 86400.0
+        return func.extract("epoch", func.clock_timestamp()).cast(Double)
+
     def _insert(self, table):
         return (sqlite if self.sqlite else postgresql).insert(table)
 
@@ -205,6 +212,11 @@ class Ledger:
         side by side, and the partial unique index on `lock` keeps one key in flight at once.
         """
         now = time.time() if now is None else now
+        due = (select(R.id).where(R.mirror == mirror, R.target == target, R.status == "pending",
+                                  R.next_attempt_at <= now).limit(1))
+        with self.reader.connect() as conn:  # nothing due: no write transaction at all
+            if conn.execute(due).first() is None:
+                return []
         x = replications.alias("x")
         busy = select(x.c.id).where(x.c.lock == R.lock, x.c.status == "in_progress").exists()
         pick = (select(R.id).where(R.mirror == mirror, R.target == target, R.status == "pending",
@@ -214,20 +226,24 @@ class Ledger:
             pick = pick.with_for_update(skip_locked=True)
         stmt = (update(replications).where(R.id.in_(pick.scalar_subquery()))
                 .values(status="in_progress", lease_owner=owner, lease_expires_at=now + lease, attempts=R.attempts + 1,
-                        started_at=now)
+                        started_at=self._db_now())
                 .returning(R.id))
         try:
             with self.engine.begin() as conn:
                 ids = [r[0] for r in conn.execute(stmt)]
+                return self._jobs(conn, ids)
         except IntegrityError:
             # two pending versions of one key in one batch (rare): claim them one at a time
             if limit == 1:
                 return []
             return self.claim(mirror, target, owner, 1, lease, now=now)
-        return self.jobs(ids)
 
     def jobs(self, ids: Iterable[int]) -> list[Job]:
-        ids = list(ids)
+        with self.reader.connect() as conn:
+            return self._jobs(conn, list(ids))
+
+    @staticmethod
+    def _jobs(conn, ids: list[int]) -> list[Job]:
         if not ids:
             return []
         done = replications.alias("done")
@@ -239,8 +255,7 @@ class Ledger:
                     last.with_only_columns(done.c.copied_etag).scalar_subquery().label("last_copied_etag"),
                     last.with_only_columns(done.c.copied_version_id).scalar_subquery().label("last_copied_version"))
              .join(versions, V.id == R.version_pk).where(R.id.in_(ids)).order_by(R.id))
-        with self.reader.connect() as conn:
-            return [Job(**r._mapping) for r in conn.execute(q)]
+        return [Job(**r._mapping) for r in conn.execute(q)]
 
     def extend_leases(self, owner: str, ids: Sequence[int], lease: float, *, now: float | None = None) -> int:
         """Push the lease of in-flight jobs forward. Returns how many are still ours."""
@@ -297,10 +312,25 @@ class Ledger:
                  target_etag: str | None = None, target_version_id: str | None = None, size: int | None = None,
                  detail: str | None = None, now: float | None = None) -> bool:
         """Mark a job completed. False when the job was no longer ours (lease lost)."""
-        return self._finish(job_id, owner, status="completed", completed_at=time.time() if now is None else now,
-                            copied_etag=copied_etag, copied_version_id=copied_version_id, target_etag=target_etag,
-                            target_version_id=target_version_id, bytes=size, detail=detail, upload_id=None,
-                            last_error=None)
+        return self.complete_many(owner, [dict(id=job_id, copied_etag=copied_etag, copied_version_id=copied_version_id,
+                                               target_etag=target_etag, target_version_id=target_version_id,
+                                               bytes=size, detail=detail)], now=now) == 1
+
+    def complete_many(self, owner: str, done: Sequence[dict], *, now: float | None = None) -> int:
+        """Mark many jobs completed in one transaction. Each dict has `id` and optionally
+        copied_etag, copied_version_id, target_etag, target_version_id, bytes, detail.
+        Returns how many were still ours (a job whose lease was lost is left alone)."""
+        if not done:
+            return 0
+        fields = ("copied_etag", "copied_version_id", "target_etag", "target_version_id", "bytes", "detail")
+        rows = [{"_id": d["id"], **{f: d.get(f) for f in fields}} for d in done]
+        stmt = (update(replications)
+                .where(R.id == bindparam("_id"), R.status == "in_progress", R.lease_owner == owner)
+                .values(status="completed", completed_at=self._db_now() if now is None else now, lease_expires_at=None,
+                        upload_id=None, last_error=None,
+                        **{f: bindparam(f) for f in fields}))
+        with self.engine.begin() as conn:
+            return conn.execute(stmt, rows).rowcount
 
     def finish_other(self, job_id: int, owner: str, status: str, detail: str) -> bool:
         """End a job as superseded or skipped, with the reason."""

@@ -58,7 +58,11 @@ class WorkerPool:
         self._slots = {(m.name, t.name): asyncio.Semaphore(self.settings.concurrency_per_target)
                        for m in config.mirrors for t in m.targets}
         self._inflight: dict[int, asyncio.Task] = {}
+        # completions waiting for the next batched commit, each with a future set once committed
+        self._completed: list[tuple[dict, asyncio.Future]] = []
         self.processed = 0
+        # claim again once this many slots of a target are free (not once per finished job)
+        self._refill = max(1, min(8, self.settings.concurrency_per_target // 4))
 
     def wake(self) -> None:
         self._wake.set()
@@ -70,6 +74,7 @@ class WorkerPool:
     # ------------------------------------------------------------ main loop
     async def run(self) -> None:
         maintenance = asyncio.create_task(self._maintain())
+        flusher = asyncio.create_task(self._flush_completions())
         try:
             while not self._stopping.is_set():
                 self._wake.clear()
@@ -83,6 +88,8 @@ class WorkerPool:
         finally:
             maintenance.cancel()
             await self._drain()
+            flusher.cancel()
+            await self._flush()
 
     async def _claim_round(self) -> int:
         total = 0
@@ -102,6 +109,28 @@ class WorkerPool:
                     self._inflight[job.id] = task
                 total += len(jobs)
         return total
+
+    async def _flush_completions(self, every: float = 0.01) -> None:
+        """Commit finished jobs in batches: one transaction per tick instead of one per job."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self._flush()
+            except Exception:  # noqa: BLE001 - keep the batch; the DB may come back
+                log.exception("recording %d completions failed; will retry", len(self._completed))
+
+    async def _flush(self) -> None:
+        if not self._completed:
+            return
+        batch, self._completed = self._completed, []
+        try:
+            await asyncio.to_thread(self.ledger.complete_many, self.owner, [d for d, _ in batch])
+        except BaseException:
+            self._completed[:0] = batch
+            raise
+        for _, committed in batch:
+            if not committed.done():
+                committed.set_result(None)
 
     async def _maintain(self) -> None:
         """Extend our leases, cancel jobs whose lease we lost, reclaim expired ones."""
@@ -157,6 +186,8 @@ class WorkerPool:
             self._inflight.pop(job.id, None)
             sem.release()
             self.processed += 1
+            if sem._value >= self._refill:  # noqa: SLF001
+                self.wake()
 
     async def _failed(self, m: Mirror, t: Target, job: Job, e: Exception) -> None:
         reason = str(e) if isinstance(e, StoreError) else f"{type(e).__name__}: {e}"
@@ -173,10 +204,12 @@ class WorkerPool:
     async def _record(self, m: Mirror, t: Target, job: Job, o: Outcome, started: float) -> None:
         if o.status == "completed":
             meta = o.meta
-            await asyncio.to_thread(
-                self.ledger.complete, job.id, self.owner, detail=o.detail,
-                copied_etag=meta.etag if meta else None, copied_version_id=_identity(meta) if meta else None,
-                target_etag=o.target_etag, target_version_id=o.target_version_id, size=meta.size if meta else None)
+            committed = asyncio.get_running_loop().create_future()
+            self._completed.append((dict(
+                id=job.id, detail=o.detail, copied_etag=meta.etag if meta else None,
+                copied_version_id=_identity(meta) if meta else None, target_etag=o.target_etag,
+                target_version_id=o.target_version_id, bytes=meta.size if meta else None), committed))
+            await committed  # the job's slot (and key) stay held until it is on record
             metrics.LATENCY.labels(m.name, t.name).observe(max(0.0, time.time() - job.source_time))
             if meta and o.detail is None:
                 metrics.BYTES_COPIED.labels(m.name, t.name).inc(meta.size)

@@ -46,6 +46,16 @@ from cloudmirror.stores.s3_transfer import effective_part_size, is_plain_md5, md
 __all__ = ["S3Store", "classify_error", "create_bucket", "client_config"]
 
 
+_SESSIONS: dict[str | None, aioboto3.Session] = {}
+
+
+def _session(profile: str | None) -> aioboto3.Session:
+    """One session per profile for the process: botocore loads its models once, not per store."""
+    if profile not in _SESSIONS:
+        _SESSIONS[profile] = aioboto3.Session(profile_name=profile)
+    return _SESSIONS[profile]
+
+
 class S3Store(S3CopyMixin):
     """Store + ServerSideCopier (see s3_copy) for s3:// locations.
 
@@ -74,12 +84,17 @@ class S3Store(S3CopyMixin):
             if (c := self._clients.get(cache_key)) is None:
                 with translate(self.bucket):
                     if self._session is None:
-                        self._session = aioboto3.Session(profile_name=self.location.param("profile"))
+                        self._session = _session(self.location.param("profile"))
                     c = await self._stack.enter_async_context(self._session.client(
                         "s3", region_name=region, endpoint_url=endpoint, config=client_config(endpoint)))
                 c.meta.events.register("before-send.s3", count_request)
                 self._clients[cache_key] = c
         return c
+
+    async def warm(self) -> None:
+        """Create the client now (botocore loads its models: ~0.3 s of CPU) instead of inside
+        the first copy. Raises the StoreError a bad profile gives."""
+        await self.client()
 
     async def close(self) -> None:
         """Close every client. Idempotent."""
