@@ -68,6 +68,15 @@ class ChecksumMismatch(StoreError):
     retryable = True
 
 
+def verify_written(where: str, opts: "PutOptions", md5: str, size: int) -> None:
+    """Invariant 6 at the store boundary: raise ChecksumMismatch when the bytes read do not
+    match what the caller expects (opts.md5 / opts.size), before anything is committed."""
+    if opts.md5 is not None and opts.md5.lower() != md5:
+        raise ChecksumMismatch(f"{where}: MD5 of the bytes read {md5} != expected {opts.md5}", code="BadDigest")
+    if opts.size is not None and opts.size != size:
+        raise ChecksumMismatch(f"{where}: read {size} bytes, expected {opts.size}", code="SizeMismatch")
+
+
 # ---------------------------------------------------------------- data
 @dataclass
 class ObjectMeta:

@@ -29,9 +29,9 @@ from typing import Any
 from cloudmirror import metrics
 from cloudmirror.location import Location
 from cloudmirror.stores.base import (
+    verify_written,
     AccessDenied,
     BucketNotFound,
-    ChecksumMismatch,
     DeleteOptions,
     FatalError,
     GetOptions,
@@ -274,12 +274,7 @@ class FileStore:
                     async for chunk in body:
                         size += await asyncio.to_thread(_write, f, h, chunk)
                 md5 = h.hexdigest()
-                if opts.md5 is not None and opts.md5.lower() != md5:
-                    raise ChecksumMismatch(f"{self._where(key)}: MD5 of the bytes read {md5} != expected {opts.md5}",
-                                           code="BadDigest")
-                if opts.size is not None and opts.size != size:
-                    raise ChecksumMismatch(f"{self._where(key)}: read {size} bytes, expected {opts.size}",
-                                           code="SizeMismatch")
+                verify_written(self._where(key), opts, md5, size)
                 side = {h_: getattr(opts, h_) for h_ in _HEADERS}
                 side.update(etag=md5, md5=md5, metadata={k.lower(): v for k, v in opts.metadata.items()},
                             tags=dict(opts.tags), storage_class=opts.storage_class)

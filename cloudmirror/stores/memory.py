@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from cloudmirror import metrics
 from cloudmirror.location import Location
 from cloudmirror.stores.base import (
+    verify_written,
     ChecksumMismatch,
     CopyOptions,
     DeleteOptions,
@@ -141,12 +142,7 @@ class MemoryStore:
             data = b"".join([c async for c in body])
         b = self._op("put")
         md5 = hashlib.md5(data).hexdigest()
-        if opts.md5 is not None and opts.md5.lower() != md5:
-            raise ChecksumMismatch(f"{self._where(key)}: MD5 of the bytes read {md5} != expected {opts.md5}",
-                                   code="BadDigest")
-        if opts.size is not None and opts.size != len(data):
-            raise ChecksumMismatch(f"{self._where(key)}: read {len(data)} bytes, expected {opts.size}",
-                                   code="SizeMismatch")
+        verify_written(self._where(key), opts, md5, len(data))
         meta = ObjectMeta(key=key, size=len(data), etag=md5, md5=md5, last_modified=_now(),
                           metadata={k.lower(): v for k, v in opts.metadata.items()}, tags=dict(opts.tags),
                           tag_count=len(opts.tags), storage_class=opts.storage_class or "STANDARD",

@@ -20,6 +20,7 @@ import aioboto3
 
 from cloudmirror.location import Location
 from cloudmirror.stores.base import (
+    verify_written,
     ChecksumMismatch,
     DeleteOptions,
     GetOptions,
@@ -246,12 +247,7 @@ class S3Store(S3CopyMixin):
     async def _put_single(self, c: Any, key: str, data: bytes, opts: PutOptions) -> PutResult:
         digest = await md5_digest(data)
         md5 = digest.hex()
-        if opts.md5 is not None and opts.md5.lower() != md5:
-            raise ChecksumMismatch(f"s3://{self.bucket}/{key}: MD5 of the bytes read {md5} != expected {opts.md5}",
-                                   code="BadDigest")
-        if opts.size is not None and opts.size != len(data):
-            raise ChecksumMismatch(f"s3://{self.bucket}/{key}: read {len(data)} bytes, expected {opts.size}",
-                                   code="SizeMismatch")
+        verify_written(f"s3://{self.bucket}/{key}", opts, md5, len(data))
         with translate(self.bucket, key):
             r = await c.put_object(Bucket=self.bucket, Key=key, Body=data,
                                    ContentMD5=base64.b64encode(digest).decode(), **write_params(opts))

@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from cloudmirror.stores.base import ChecksumMismatch, FatalError, PutOptions, PutResult
+from cloudmirror.stores.base import ChecksumMismatch, FatalError, PutOptions, PutResult, verify_written
 from cloudmirror.stores.s3_errors import translate
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ async def multipart_upload(client: Any, bucket: str, key: str, head: bytes, rest
             await opts.on_upload_started(upload_id)
         done = await bounded_map(parts(), send, opts.max_buffers)
         md5 = whole.hexdigest()
-        _verify_stream(bucket, key, opts, md5, total)
+        verify_written(f"s3://{bucket}/{key}", opts, md5, total)
         with translate(bucket, key):
             r = await client.complete_multipart_upload(
                 Bucket=bucket, Key=key, UploadId=upload_id,
@@ -190,12 +190,6 @@ async def multipart_upload(client: Any, bucket: str, key: str, head: bytes, rest
                      size=total, md5=md5)
 
 
-def _verify_stream(bucket: str, key: str, opts: PutOptions, md5: str, size: int) -> None:
-    if opts.md5 is not None and opts.md5.lower() != md5:
-        raise ChecksumMismatch(f"s3://{bucket}/{key}: MD5 of the bytes read {md5} != expected {opts.md5}",
-                               code="BadDigest")
-    if opts.size is not None and opts.size != size:
-        raise ChecksumMismatch(f"s3://{bucket}/{key}: read {size} bytes, expected {opts.size}", code="SizeMismatch")
 
 
 async def multipart_copy(client: Any, bucket: str, key: str, copy_source: dict[str, str], size: int,
