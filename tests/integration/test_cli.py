@@ -65,7 +65,8 @@ def test_db_upgrade_and_status(tmp_path, moto_endpoint):
     r = cli("status", "-c", str(cfg), "--json")
     assert r.returncode == 0, r.stderr
     [row] = json.loads(r.stdout)
-    assert (row["mirror"], row["pending"], row["failed"], row["rpo_seconds"]) == ("m", 0, 0, 0.0)
+    expected = {"mirror": "m", "pending": 0, "failed": 0, "rpo_seconds": 0.0}
+    assert {k: row[k] for k in expected} == expected
     table = cli("status", "-c", str(cfg)).stdout
     assert "eu-west-1" in table and "endpoint" not in table
 

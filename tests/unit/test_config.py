@@ -77,4 +77,6 @@ def test_locations_and_durations():
     for bad in ("s3://b?colour=red", "file://relative/x", "az://acct", "nope"):
         with pytest.raises(LocationError):
             parse_location(bad)
-    assert parse_duration("250ms") == 0.25 and parse_duration("6h") == 21600 and parse_duration(3) == 3.0
+    cases = {"250ms": 0.25, "6h": 21600.0, 3: 3.0, "1.5m": 90.0}
+    parsed = {text: parse_duration(text) for text in cases}
+    assert parsed == cases
