@@ -53,9 +53,8 @@ def _logging(verbose: bool) -> None:
 
 
 def _serve(config: Config, *, intake: bool, workers: bool, api: bool) -> None:
-    from cloudmirror.service import Service, upgrade_db
-
-    upgrade_db(config)
+    from cloudmirror.ledger.db import LedgerError
+    from cloudmirror.service import Service, ServiceError, upgrade_db
 
     async def main() -> None:
         svc = Service(config)
@@ -65,7 +64,11 @@ def _serve(config: Config, *, intake: bool, workers: bool, api: bool) -> None:
         finally:
             await svc.close()
 
-    asyncio.run(main())
+    try:
+        upgrade_db(config)
+        asyncio.run(main())
+    except (ServiceError, LedgerError) as e:
+        raise fail(str(e)) from None
 
 
 @app.command()

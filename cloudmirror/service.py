@@ -24,6 +24,25 @@ from cloudmirror.stores import open_store
 log = logging.getLogger("cloudmirror.service")
 
 
+class ServiceError(RuntimeError):
+    """The service cannot start (e.g. the API address is taken); the message says why."""
+
+
+def bind_api(listen: str) -> socket.socket:
+    """Bind the API's listening socket before anything else starts. Raises ServiceError."""
+    host, _, port = listen.rpartition(":")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), int(port)))
+    except OSError as e:
+        sock.close()
+        raise ServiceError(f"cannot listen on {listen} (api.listen): {e.strerror}") from None
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
 def upgrade_db(config: Config) -> None:
     """`db upgrade`: bring the ledger schema to the newest revision. Idempotent."""
     ledger = Ledger(config.ledger, pool_size=0)
@@ -100,7 +119,9 @@ class Service:
                     log.warning("could not open %s yet: %s", url, e)
 
     async def run(self, *, intake: bool = True, workers: bool = True, api: bool = False) -> None:
-        """Run the chosen roles until stop()."""
+        """Run the chosen roles until stop(). Raises ServiceError before starting anything
+        when the API cannot listen."""
+        api_socket = bind_api(self.config.api.listen) if api else None
         if workers:
             await self.warm()
         tasks = []
@@ -120,8 +141,8 @@ class Service:
                                 on_recorded=wake, receivers=f.receivers)
                     self.intakes.append(it)
                     tasks.append(asyncio.create_task(it.run(), name=f"intake {f.address}"))
-        if api:
-            tasks.append(asyncio.create_task(self._serve_api(), name="api"))
+        if api_socket is not None:
+            tasks.append(asyncio.create_task(self._serve_api(api_socket), name="api"))
         if self._stop.is_set():
             self.stop()
         try:
@@ -133,16 +154,14 @@ class Service:
                 if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
                     log.error("%s ended with %r", t.get_name(), r)
 
-    async def _serve_api(self) -> None:
+    async def _serve_api(self, sock: socket.socket) -> None:
         import uvicorn
 
         from api.app import create_app
 
-        host, _, port = self.config.api.listen.rpartition(":")
-        server = uvicorn.Server(uvicorn.Config(create_app(self.config, self.ledger), host=host, port=int(port),
-                                               log_level="warning", lifespan="on"))
+        server = uvicorn.Server(uvicorn.Config(create_app(self.config, self.ledger), log_level="warning", lifespan="on"))
         server.install_signal_handlers = lambda: None  # the service owns signals
-        serve = asyncio.create_task(server.serve())
+        serve = asyncio.create_task(server.serve(sockets=[sock]))
         await self._stop.wait()
         server.should_exit = True
         await serve

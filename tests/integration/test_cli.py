@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,41 @@ def test_demo_runs_end_to_end_and_stops_what_it_started():
     from cloudmirror.local.procs import port_open
 
     assert not port_open(int(endpoint.rsplit(":", 1)[1]))
+
+
+def _memory_config(tmp_path: Path, port: int) -> Path:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"ledger": f"sqlite:///{tmp_path / 'l.db'}", "api": {"listen": f"127.0.0.1:{port}"},
+                                   "mirrors": [{"name": "m", "source": "memory://a", "targets": ["memory://b"]}]}))
+    return cfg
+
+
+def test_run_serves_the_api_and_a_taken_port_is_a_one_line_error(tmp_path):
+    import urllib.request
+
+    from cloudmirror.local.procs import free_port, port_open
+
+    port = free_port()
+    cfg = _memory_config(tmp_path, port)
+    proc = subprocess.Popen([CLI, "run", "-c", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not port_open(port):  # poll with a deadline
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "the API did not come up"
+            time.sleep(0.05)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:  # noqa: S310
+            assert json.loads(r.read()) == {"status": "ok"}
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=5) as r:  # noqa: S310
+            assert json.loads(r.read())["targets"][0]["mirror"] == "m"
+        # a second process on the same address says why, in one line, and starts nothing
+        r = cli("run", "-c", str(cfg))
+        assert r.returncode == 2
+        assert r.stderr.strip().splitlines() == [f"error: cannot listen on 127.0.0.1:{port} (api.listen): "
+                                                 "Address already in use"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
