@@ -175,9 +175,10 @@ class WorkerPool:
             await asyncio.to_thread(self.ledger.release, self.owner, [job.id])
             raise
         except PreconditionFailed as e:
-            # the source changed between our HEAD and the copy: look again at once
-            await asyncio.to_thread(self.ledger.retry_later, job.id, self.owner, str(e), time.time(), count_attempt=False)
-            self.wake()
+            # the source changed between our HEAD and the copy: look again almost at once (not
+            # counted as a failed attempt; the short random pause keeps a hot key from spinning)
+            await asyncio.to_thread(self.ledger.retry_later, job.id, self.owner, str(e),
+                                    time.time() + random.uniform(0.01, 0.1), count_attempt=False)  # noqa: S311
         except Exception as e:  # noqa: BLE001 - every failure is recorded, none is lost
             await self._failed(m, t, job, e)
         else:
