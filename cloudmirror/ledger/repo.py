@@ -162,7 +162,7 @@ class Ledger:
                                  .values(duplicates=V.duplicates + 1))
                     out.duplicate += 1
                     continue
-                stale = self._advance_head(conn, item, pk)
+                stale, first = self._advance_head(conn, item, pk)
                 if stale is not None:
                     out.stale += 1
                 rows = []
@@ -174,7 +174,7 @@ class Ledger:
                                      lock=lock_id(item.mirror, t.target, item.key), status=status, detail=detail,
                                      next_attempt_at=now, created_at=now,
                                      completed_at=now if status != "pending" else None))
-                if stale is None:  # a newer version makes older pending copies moot
+                if stale is None and not first:  # a newer version makes older pending copies moot
                     locks = [lock_id(item.mirror, t.target, item.key) for t in item.targets]
                     conn.execute(update(replications)
                                  .where(R.lock.in_(locks), R.status == "pending", R.version_pk != pk)
@@ -187,21 +187,22 @@ class Ledger:
                                                          reason=d.reason, received_at=now) for d in dead])
         return out
 
-    def _advance_head(self, conn, item: NewVersion, pk: int) -> int | None:
-        """Make `pk` the key's head when it is newer. Returns the head pk when it is older."""
+    def _advance_head(self, conn, item: NewVersion, pk: int) -> tuple[int | None, bool]:
+        """Make `pk` the key's head when it is newer. Returns (the head's pk when `pk` is
+        older, else None; whether `pk` is the first version of the key ever seen)."""
         ins = self._insert(key_heads).values(mirror=item.mirror, key=item.key, version_pk=pk,
                                              sequencer=item.sequencer, source_time=item.source_time)
         if conn.execute(ins.on_conflict_do_nothing(index_elements=["mirror", "key"])).rowcount == 1:
-            return None
+            return None, True
         q = select(key_heads).where(key_heads.c.mirror == item.mirror, key_heads.c.key == item.key)
         if not self.sqlite:
             q = q.with_for_update()
         head = conn.execute(q).one()
         if not is_newer(item.sequencer, item.source_time, head.sequencer, head.source_time):
-            return head.version_pk
+            return head.version_pk, False
         conn.execute(update(key_heads).where(key_heads.c.mirror == item.mirror, key_heads.c.key == item.key)
                      .values(version_pk=pk, sequencer=item.sequencer, source_time=item.source_time))
-        return None
+        return None, False
 
     # ------------------------------------------------------------ claims
     @_retry_transient
