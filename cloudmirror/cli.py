@@ -99,7 +99,7 @@ def api(config: ConfigOpt = DEFAULT_CONFIG, verbose: Annotated[bool, typer.Optio
 def status(config: ConfigOpt = DEFAULT_CONFIG,
            as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
     """Per mirror and target: pending, failed, completed, and the RPO (oldest pending age)."""
-    from cloudmirror.ledger.db import LedgerError
+    from cloudmirror.ledger.db import LedgerError, describe, redact
     from cloudmirror.ledger.repo import Ledger
     from cloudmirror.service import status as status_rows
 
@@ -109,8 +109,8 @@ def status(config: ConfigOpt = DEFAULT_CONFIG,
         rows = status_rows(cfg, ledger)
     except LedgerError as e:
         raise fail(str(e)) from None
-    except Exception as e:  # noqa: BLE001 - e.g. schema missing: say how to fix it
-        raise fail(f"cannot read the ledger ({type(e).__name__}); run `cloudmirror db upgrade` first") from None
+    except Exception as e:  # noqa: BLE001 - unreachable, or no schema yet: one line saying which
+        raise fail(f"cannot read the ledger {redact(cfg.ledger)}: {describe(e)}") from None
     finally:
         ledger.close()
     if as_json:

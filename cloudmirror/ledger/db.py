@@ -68,7 +68,16 @@ def upgrade(url: str, revision: str = "head") -> None:
     try:
         command.upgrade(alembic_config(url), revision)
     except Exception as e:  # noqa: BLE001 - report any driver error plainly
-        raise LedgerError(f"cannot upgrade ledger {redact(url)}: {e}") from e
+        raise LedgerError(f"cannot upgrade ledger {redact(url)}: {describe(e)}") from e
+
+
+def describe(e: BaseException) -> str:
+    """One line saying what went wrong with the database, without driver noise."""
+    orig = getattr(e, "orig", None) or e
+    text = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    if "no such table" in text or ("relation" in text and "does not exist" in text):
+        return "the ledger has no schema yet: run `cloudmirror db upgrade`"
+    return text
 
 
 def redact(url: str) -> str:

@@ -173,3 +173,16 @@ def test_run_serves_the_api_and_a_taken_port_is_a_one_line_error(tmp_path):
         if proc.poll() is None:
             proc.kill()
 
+
+
+def test_an_unreachable_ledger_is_a_one_line_error(tmp_path):
+    from cloudmirror.local.procs import free_port
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"ledger": f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/nope",
+                                   "mirrors": [{"name": "m", "source": "memory://a", "targets": ["memory://b"]}]}))
+    for cmd in (["status"], ["db", "upgrade"], ["worker"]):
+        r = cli(*cmd, "-c", str(cfg))
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1, (cmd, r.stderr)
+        assert "Connection refused" in lines[0] and "run `cloudmirror db upgrade`" not in lines[0]
