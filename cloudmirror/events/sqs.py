@@ -137,7 +137,3 @@ def notify_bucket_to_queue(endpoint: str | None, region: str, bucket: str, queue
     s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [
         {"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}]})
 
-
-def send_raw(endpoint: str | None, region: str, queue_url: str, body: str) -> None:
-    """Put a message body on a queue as-is (tests and tools)."""
-    _client("sqs", endpoint, region).send_message(QueueUrl=queue_url, MessageBody=body)

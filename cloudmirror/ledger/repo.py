@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Double, bindparam, case, func, insert, select, update
@@ -238,10 +238,6 @@ class Ledger:
             if limit == 1:
                 return []
             return self.claim(mirror, target, owner, 1, lease, now=now)
-
-    def jobs(self, ids: Iterable[int]) -> list[Job]:
-        with self.reader.connect() as conn:
-            return self._jobs(conn, list(ids))
 
     @staticmethod
     def _jobs(conn, ids: list[int]) -> list[Job]:

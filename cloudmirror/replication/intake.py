@@ -79,7 +79,7 @@ class Intake:
         for label, n in (("new", outcome.new), ("duplicate", outcome.duplicate), ("stale", outcome.stale),
                          ("ignored", batch.ignored)):
             if n:
-                metrics.EVENTS.labels("*", label).inc(n)
+                metrics.EVENTS.labels(self.feed.address, label).inc(n)
         if batch.dead:
             metrics.DEAD_LETTERS.labels(self.feed.address).inc(len(batch.dead))
             for d in batch.dead:
