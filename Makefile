@@ -3,20 +3,26 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
             command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
 VENV := .venv
 STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
 PYTEST_ARGS ?=
 
 .PHONY: demo test test-fast venv localstack-venv bench clean
 
-demo: $(STAMP)
+demo: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/cloudmirror demo
 
-test: $(STAMP) localstack-venv
+test: $(STAMP) $(NODE_STAMP) localstack-venv
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/python -m pytest -q -m "not localstack" $(PYTEST_ARGS)
 
-venv: $(STAMP)
+venv: $(STAMP) $(NODE_STAMP)
+
+# Azurite (the Azure Blob/Queue emulator) from the npm registry, pinned by package-lock.json
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: Python >= 3.11 is required" >&2; exit 2; }
@@ -28,8 +34,8 @@ $(STAMP): pyproject.toml
 localstack-venv:
 	localstack/launch venv
 
-bench: $(STAMP)
+bench: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/python -m bench.run
 
 clean:
-	rm -rf $(VENV) .localstack-venv .cloudmirror
+	rm -rf $(VENV) .localstack-venv .cloudmirror node_modules

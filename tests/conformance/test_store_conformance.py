@@ -1,4 +1,5 @@
-"""The store conformance suite: every store (memory, file, s3 on moto) passes it."""
+"""The store conformance suite: every store (memory, file, s3 on moto, gcs on fake-gcs-server,
+azure on Azurite) passes it."""
 
 from __future__ import annotations
 
@@ -31,11 +32,12 @@ from cloudmirror.stores.base import (
     Store,
 )
 from cloudmirror.stores.memory import set_versioning
-from tests.conftest import unique_name
+from tests.conftest import azure_location_url, gcs_location_url, unique_name
 
 MiB = 1024 * 1024
 EMPTY_MD5 = hashlib.md5(b"").hexdigest()
-LIST_OP = {"memory": ("memory", "list"), "file": ("file", "list"), "s3": ("s3", "ListObjectsV2")}
+LIST_OP = {"memory": ("memory", "list"), "file": ("file", "list"), "s3": ("s3", "ListObjectsV2"),
+           "gcs": ("gcs", "list"), "azure": ("azure", "list")}
 
 
 @dataclass
@@ -53,7 +55,7 @@ class Env:
         return s
 
 
-@pytest.fixture(params=["memory", "file", "s3"])
+@pytest.fixture(params=["memory", "file", "s3", "gcs", "azure"])
 async def env(request, tmp_path):
     kind = request.param
     if kind == "memory":
@@ -70,6 +72,31 @@ async def env(request, tmp_path):
             root.mkdir()
             return parse_location(f"file://{root}")
         missing = lambda: parse_location(f"file://{tmp_path / 'no-such-root'}")  # noqa: E731
+    elif kind == "gcs":
+        from cloudmirror.stores.gcs import create_bucket as create_gcs_bucket
+
+        endpoint = request.getfixturevalue("gcs_endpoint")
+
+        def new(region="us-east-1", versioned=False):
+            loc = parse_location(gcs_location_url(endpoint, unique_name("cm")))
+            create_gcs_bucket(loc, versioned=versioned)
+            return loc
+        missing = lambda: parse_location(gcs_location_url(endpoint, unique_name("nobucket")))  # noqa: E731
+    elif kind == "azure":
+        from cloudmirror.stores.azure import create_container
+
+        az = request.getfixturevalue("azurite")
+        accounts = list(az.accounts)
+
+        def new(region="us-east-1", versioned=False):
+            if versioned:
+                pytest.skip("Azurite has no blob versioning")
+            # a second "region" is the second storage account: copies across accounts use a SAS
+            account = accounts[0] if region == "us-east-1" else accounts[1]
+            loc = parse_location(azure_location_url(account, unique_name("cm")))
+            create_container(loc)
+            return loc
+        missing = lambda: parse_location(azure_location_url(accounts[0], unique_name("nobucket")))  # noqa: E731
     else:
         from cloudmirror.stores.s3 import create_bucket
 
