@@ -24,7 +24,8 @@ from cloudmirror.location import parse_location
 app = typer.Typer(help="Near-real-time mirrors of object storage across regions and providers.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 db_app = typer.Typer(help="Ledger database.", no_args_is_help=True)
-local_app = typer.Typer(help="The local emulator cloud (moto by default, LocalStack on request).", no_args_is_help=True)
+local_app = typer.Typer(help="The local emulator cloud: moto (or LocalStack), fake-gcs-server + the Pub/Sub emulator, "
+                             "and Azurite.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(local_app, name="local")
 # output that is not a terminal (logs, pipes, CI) has no width to respect: do not squeeze tables
@@ -159,6 +160,14 @@ def local_up(localstack: Annotated[bool, typer.Option("--localstack", help="Loca
     except cloud.LocalCloudError as e:
         raise fail(str(e)) from None
     console.print(f"local cloud up: {state['provider']} at {state['endpoint']}")
+    if state.get("gcs_endpoint"):
+        pubsub = f", notifications to Pub/Sub emulator {state['pubsub_host']}" if state.get("pubsub_host") else ""
+        console.print(f"  fake-gcs-server at {state['gcs_endpoint']}{pubsub}")
+    if state.get("azure_blob_port"):
+        console.print(f"  Azurite blob :{state['azure_blob_port']} queue :{state['azure_queue_port']} "
+                      f"(accounts {', '.join(state['azure_connection_strings'])})")
+    for note in state.get("notes", []):
+        console.print(f"[yellow]{note}[/yellow]")
     console.print(cloud.env_lines(state), highlight=False)
 
 

@@ -78,12 +78,21 @@ class Target(_Strict):
         return self.url
 
 
+FEED_KINDS = ("sqs", "pubsub", "azure_queue", "poll")
+DEFAULT_FILE_POLL_S = 60.0
+
+
 class EventFeed(_Strict):
     """One event feed; exactly one of the fields is set."""
 
     sqs: str | None = None
-    pubsub: str | None = None
-    azure_queue: str | None = None
+    pubsub: str | None = None  # projects/PROJECT/subscriptions/SUBSCRIPTION
+    azure_queue: str | None = None  # az://ACCOUNT/QUEUE[?connection_string_env=VAR|endpoint=URL]
+    # no notifications (file:// sources, or buckets whose events cannot be wired): list the
+    # source every `poll` and announce what changed since the last listing
+    poll: float | None = None
+    # pubsub: the most messages leased at once (streaming-pull flow control)
+    max_outstanding: Annotated[int, Field(ge=1, le=100000)] = 1000
     # only for sqs: the queue's region when the URL does not say (emulators), how long to
     # wait in one receive (long polling) and the visibility timeout
     region: str | None = None
@@ -93,22 +102,38 @@ class EventFeed(_Strict):
     wait_time_s: Annotated[int, Field(ge=0, le=20)] = 10
     visibility_timeout_s: Annotated[int, Field(ge=5, le=43200)] = 60
 
+    @field_validator("poll", mode="before")
+    @classmethod
+    def _poll(cls, v: Any) -> float | None:
+        if v is None:
+            return None
+        seconds = parse_duration(v)
+        if seconds <= 0:
+            raise ValueError("poll must be a positive duration such as 30s or 5m")
+        return seconds
+
     @model_validator(mode="after")
     def _one(self) -> "EventFeed":
-        set_ = [k for k in ("sqs", "pubsub", "azure_queue") if getattr(self, k)]
+        set_ = [k for k in FEED_KINDS if getattr(self, k)]
         if len(set_) != 1:
-            raise ValueError("an event feed names exactly one of sqs, pubsub, azure_queue")
+            raise ValueError("an event feed names exactly one of sqs, pubsub, azure_queue, poll")
         if self.sqs and not re.match(r"^https?://", self.sqs):
             raise ValueError(f"sqs must be a queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME), got {self.sqs!r}")
+        if self.pubsub and not re.match(r"^projects/[^/\s]+/subscriptions/[^/\s]+$", self.pubsub):
+            raise ValueError(f"pubsub must be a subscription path projects/PROJECT/subscriptions/NAME, got {self.pubsub!r}")
+        if self.azure_queue:
+            loc = _location(self.azure_queue)
+            if loc.scheme != "az" or not loc.bucket or loc.prefix:
+                raise ValueError(f"azure_queue must be az://ACCOUNT/QUEUE, got {self.azure_queue!r}")
         return self
 
     @property
     def kind(self) -> str:
-        return next(k for k in ("sqs", "pubsub", "azure_queue") if getattr(self, k))
+        return next(k for k in FEED_KINDS if getattr(self, k))
 
     @property
     def address(self) -> str:
-        return getattr(self, self.kind)
+        return f"poll every {self.poll:g}s" if self.kind == "poll" else getattr(self, self.kind)
 
 
 class Filter(_Strict):
@@ -163,6 +188,13 @@ class Mirror(_Strict):
             if t.url in seen:
                 raise ValueError(f"targets[{i}] is listed twice: {t.url}")
             seen.add(t.url)
+        return self
+
+    @model_validator(mode="after")
+    def _poll_file_sources(self) -> "Mirror":
+        """A disk has no event notifications: a file:// source without feeds is polled."""
+        if not self.events and self.source_location.scheme == "file":
+            self.events = [EventFeed(poll=DEFAULT_FILE_POLL_S)]
         return self
 
     @property

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from cloudmirror.config import Config
 from cloudmirror.events import open_feed
+from cloudmirror.replication.poller import PollFeed
 from cloudmirror.ledger.repo import Ledger
 from cloudmirror.location import parse_location
 from cloudmirror.replication.intake import Intake
@@ -133,12 +134,18 @@ class Service:
             seen: set[str] = set()
             for m in self.config.mirrors:
                 for f in m.events:
-                    if f.address in seen:
+                    ident = f"{f.address} {m.source}" if f.kind == "poll" else f.address
+                    if ident in seen:
                         continue
-                    seen.add(f.address)
+                    seen.add(ident)
                     wake = self.pool.wake if self.pool else (lambda: None)
-                    it = Intake(open_feed(f), router, self.ledger, visibility_timeout_s=f.visibility_timeout_s,
-                                on_recorded=wake, receivers=f.receivers)
+                    if f.kind == "poll":
+                        src = self.endpoint(m.source)
+                        feed, receivers = PollFeed(src.store, src.location, f.poll), 1
+                    else:
+                        feed, receivers = open_feed(f), f.receivers
+                    it = Intake(feed, router, self.ledger, visibility_timeout_s=f.visibility_timeout_s,
+                                on_recorded=wake, receivers=receivers)
                     self.intakes.append(it)
                     tasks.append(asyncio.create_task(it.run(), name=f"intake {f.address}"))
         if api_socket is not None:

@@ -18,12 +18,14 @@ from cloudmirror.ledger.repo import DeadLetter, NewVersion, TargetPlan
 def version_token(ev: ObjectEvent) -> str:
     """The identity of one write, to drop duplicate deliveries of the same event.
 
-    A version id names a write exactly. Without one (unversioned buckets), a write is
-    (operation, sequencer, etag, event time): identical bytes written twice at different
-    times stay two versions, while a redelivered event stays one.
+    A version id names a write exactly (with its etag, when the provider changes that
+    without a new version: a GCS metadata update keeps the generation). Without one
+    (unversioned buckets), a write is (operation, sequencer, etag, event time): identical
+    bytes written twice at different times stay two versions, while a redelivered event
+    stays one.
     """
     if ev.version_id:
-        token = f"v:{ev.version_id}"
+        token = f"v:{ev.version_id}" + (f"|{ev.etag}" if ev.etag else "")
     else:
         ts = f"{ev.event_time.timestamp():.6f}" if ev.event_time else ""
         token = f"e:{ev.op}|{ev.sequencer or ''}|{ev.etag or ''}|{ts}"

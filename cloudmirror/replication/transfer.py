@@ -8,6 +8,7 @@ seen in the HEAD (invariant 3: CopySourceIfMatch / GET If-Match), and verified
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -71,19 +72,54 @@ async def copy_object(src: Endpoint, dst: Endpoint, key: str, meta: ObjectMeta, 
         return await dst.store.copy(src.location, src_key, dst_key, opts)
     got = await src.store.get(src_key, GetOptions(version_id=meta.version_id, if_match=meta.etag,
                                                   chunk_size=min(settings.part_size, 8 * 1024 * 1024)))
-    digest = hashlib.md5()  # noqa: S324 - integrity check, not security
-    counted = [0]
+    check = StreamCheck(meta)
 
     async def body() -> AsyncIterator[bytes]:
         async for chunk in got.body:
-            digest.update(chunk)
-            counted[0] += len(chunk)
+            check.update(chunk)
             yield chunk
 
     opts = _write_options(PutOptions, meta, mirror, target, settings, on_upload_started, tags=dict(meta.tags or {}))
     result = await dst.store.put(dst_key, body(), opts)
-    if counted[0] != meta.size:
-        raise ChecksumMismatch(f"{dst.location}/{dst_key}: read {counted[0]} bytes, source has {meta.size}")
-    if meta.md5 and digest.hexdigest() != meta.md5:
-        raise ChecksumMismatch(f"{dst.location}/{dst_key}: MD5 of bytes read {digest.hexdigest()} != source {meta.md5}")
+    check.verify(f"{dst.location}/{dst_key}")
     return result
+
+
+class StreamCheck:
+    """Invariant 6 for streamed copies: size, MD5 and (when the source only has a CRC32C,
+    e.g. a composite GCS object) CRC32C of the bytes that went through us, against the
+    source's HEAD. The target store also verifies the MD5 before it commits (PutOptions.md5),
+    so a mismatch normally writes nothing; this check catches the rest."""
+
+    def __init__(self, meta: ObjectMeta):
+        self.meta = meta
+        self.size = 0
+        self.md5 = hashlib.md5()  # noqa: S324 - integrity check, not security
+        self.crc = _crc32c() if meta.md5 is None and "crc32c" in meta.checksums else None
+
+    def update(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        self.md5.update(chunk)
+        if self.crc is not None:
+            self.crc.update(chunk)
+
+    def verify(self, where: str) -> None:
+        """Raises ChecksumMismatch naming what differs."""
+        if self.size != self.meta.size:
+            raise ChecksumMismatch(f"{where}: read {self.size} bytes, source has {self.meta.size}", code="SizeMismatch")
+        if self.meta.md5 and self.md5.hexdigest() != self.meta.md5:
+            raise ChecksumMismatch(f"{where}: MD5 of bytes read {self.md5.hexdigest()} != source {self.meta.md5}",
+                                   code="BadDigest")
+        if self.crc is not None:
+            got = base64.b64encode(self.crc.digest()).decode()
+            if got != self.meta.checksums["crc32c"]:
+                raise ChecksumMismatch(f"{where}: CRC32C of bytes read {got} != source {self.meta.checksums['crc32c']}",
+                                       code="BadDigest")
+
+
+def _crc32c():
+    try:
+        import google_crc32c
+    except ImportError:  # without the gcs extra there are no crc32c-only sources either
+        return None
+    return google_crc32c.Checksum()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -77,7 +78,7 @@ def test_local_up_env_down(tmp_path):
     from botocore.config import Config
     from botocore.exceptions import EndpointConnectionError
 
-    from cloudmirror.local.procs import free_port
+    from cloudmirror.local.procs import free_port, http_ok, port_open
 
     env = {"CLOUDMIRROR_STATE_DIR": str(tmp_path / "state")}
     r = cli("local", "up", "--port", str(free_port()), env=env, cwd=tmp_path)
@@ -88,11 +89,17 @@ def test_local_up_env_down(tmp_path):
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                       config=Config(connect_timeout=1, retries={"max_attempts": 0}))
     assert s3.list_buckets()["Buckets"] == []  # it answers
+    exports = dict(line[len("export "):].split("=", 1) for line in out.splitlines() if line.startswith("export "))
+    gcs, pubsub = exports["STORAGE_EMULATOR_HOST"], exports["PUBSUB_EMULATOR_HOST"]
+    blob_port = int(re.search(r"BlobEndpoint=http://127.0.0.1:(\d+)/", exports["AZURITE_CONN_DEVSTOREACCOUNT1"])[1])
+    assert "AZURITE_CONN_CMDRSTORE" in exports  # the second Azure account
+    assert http_ok(gcs + "/storage/v1/b") and http_ok(f"http://{pubsub}/") and port_open(blob_port)
     assert endpoint in cli("local", "up", env=env, cwd=tmp_path).stdout  # idempotent: the same cloud
     assert "stopped" in cli("local", "down", env=env, cwd=tmp_path).stdout
     assert cli("local", "env", env=env, cwd=tmp_path).returncode == 2
     with pytest.raises(EndpointConnectionError):
         s3.list_buckets()
+    assert not http_ok(gcs + "/storage/v1/b") and not port_open(blob_port)
 
 
 @pytest.mark.timeout(120)

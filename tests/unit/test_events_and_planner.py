@@ -9,6 +9,7 @@ import pytest
 from cloudmirror.config import validate_config
 from cloudmirror.events.base import FeedMessage, MalformedEvent
 from cloudmirror.events.s3_events import parse_body
+from cloudmirror.events.base import ObjectEvent
 from cloudmirror.replication.planner import Router, plan_messages, version_token
 
 
@@ -91,4 +92,10 @@ def test_version_token_distinguishes_writes_not_deliveries():
     assert version_token(a) == version_token(b)
     c = parse_body(json.dumps({"Records": [dict(s3_record(), eventTime="2026-11-24T10:00:01")]}))[0]
     assert version_token(c) != version_token(a)
-    assert version_token(parse_body(json.dumps({"Records": [s3_record(versionId="v9")]}))[0]) == "v:v9"
+    assert version_token(parse_body(json.dumps({"Records": [s3_record(versionId="v9")]}))[0]) == "v:v9|abc"
+    # a GCS metadata update keeps the generation (version id) but changes the etag: a new write
+    from dataclasses import replace
+
+    gen = ObjectEvent("gs://b", "k", "put", version_id="17", etag="17.1")
+    assert version_token(gen) != version_token(replace(gen, etag="17.2"))
+    assert version_token(gen) == version_token(replace(gen))
