@@ -123,11 +123,15 @@ def ensure_topic(host: str, project: str, topic: str) -> str:
     return f"projects/{project}/topics/{topic}"
 
 
-def ensure_subscription(host: str, project: str, topic: str, subscription: str, ack_deadline_s: int = 60) -> str:
-    """Create projects/P/subscriptions/S on topic T (on the emulator) unless it exists. Idempotent."""
+def ensure_subscription(host: str, project: str, topic: str, subscription: str, ack_deadline_s: int = 60,
+                        filter_: str | None = None) -> str:
+    """Create projects/P/subscriptions/S on topic T (on the emulator) unless it exists, with an
+    optional Pub/Sub filter (e.g. attributes.bucketId = "b"). Idempotent."""
     ensure_topic(host, project, topic)
-    _emulator_put(host, f"projects/{project}/subscriptions/{subscription}",
-                  {"topic": f"projects/{project}/topics/{topic}", "ackDeadlineSeconds": ack_deadline_s})
+    body = {"topic": f"projects/{project}/topics/{topic}", "ackDeadlineSeconds": ack_deadline_s}
+    if filter_:
+        body["filter"] = filter_
+    _emulator_put(host, f"projects/{project}/subscriptions/{subscription}", body)
     return f"projects/{project}/subscriptions/{subscription}"
 
 
