@@ -190,12 +190,13 @@ class Mirror(_Strict):
             seen.add(t.url)
         return self
 
-    @model_validator(mode="after")
-    def _poll_file_sources(self) -> "Mirror":
+    @model_validator(mode="before")
+    @classmethod
+    def _poll_file_sources(cls, data: Any) -> Any:
         """A disk has no event notifications: a file:// source without feeds is polled."""
-        if not self.events and self.source_location.scheme == "file":
-            self.events = [EventFeed(poll=DEFAULT_FILE_POLL_S)]
-        return self
+        if isinstance(data, dict) and not data.get("events") and str(data.get("source", "")).startswith("file://"):
+            data = {**data, "events": [{"poll": DEFAULT_FILE_POLL_S}]}
+        return data
 
     @property
     def source_location(self) -> Location:

@@ -136,12 +136,17 @@ async def test_sigterm_drains_in_flight_copies_then_exits(tmp_path, moto_endpoin
 def test_demo_runs_end_to_end_and_stops_what_it_started():
     r = cli("demo", timeout=200)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "eu-west-1 holds exactly the 45 objects of us-east-1" in r.stdout
-    assert "local cloud stopped" in r.stdout
-    endpoint = next(line.split(" at ", 1)[1] for line in r.stdout.splitlines() if line.startswith("local cloud at "))
+    out = r.stdout
+    assert "s3://cloudmirror-demo-euw1 (eu-west-1) holds exactly the 45 objects of s3://cloudmirror-demo-use1" in out
+    assert "gs://cloudmirror-demo-dr holds exactly the 45 objects of s3://cloudmirror-demo-use1" in out
+    assert "az://devstoreaccount1/cloudmirror-demo-dr holds exactly the 45 objects of s3://" in out
+    assert "az://cmdrstore/cloudmirror-demo-from-gcs holds exactly the 10 objects of gs://cloudmirror-demo-gcs-src" in out
+    assert "local cloud stopped" in out
+    line = next(line for line in out.splitlines() if line.startswith("local cloud at "))
+    ports = [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", line)] + [int(re.search(r"blob port (\d+)", line)[1])]
     from cloudmirror.local.procs import port_open
 
-    assert not port_open(int(endpoint.rsplit(":", 1)[1]))
+    assert len(ports) == 3 and not any(port_open(p) for p in ports)
 
 
 def _memory_config(tmp_path: Path, port: int) -> Path:

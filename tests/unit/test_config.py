@@ -51,6 +51,10 @@ def test_good_config_loads(tmp_path):
     ({"mirrors": [{"name": "m", "source": "s3://abc", "targets": ["s3://abd"], "deletes": "maybe"}]}, "mirrors[0].deletes"),
     ({"mirrors": [{"name": "m", "source": "s3://abc", "targets": ["s3://abd"], "events": [{"sqs": "q"}]}]}, "mirrors[0].events[0]"),
     ({"mirrors": [{"name": "m", "source": "s3://abc", "targets": ["s3://abd"], "colour": 1}]}, "mirrors[0].colour"),
+    ({"mirrors": [{"name": "m", "source": "gs://abc", "targets": ["s3://abd"], "events": [{"pubsub": "my-sub"}]}]}, "mirrors[0].events[0]"),
+    ({"mirrors": [{"name": "m", "source": "az://a/c", "targets": ["s3://abd"], "events": [{"azure_queue": "s3://q"}]}]}, "mirrors[0].events[0]"),
+    ({"mirrors": [{"name": "m", "source": "file:///d", "targets": ["s3://abd"], "events": [{"poll": "0s"}]}]}, "mirrors[0].events[0].poll"),
+    ({"mirrors": [{"name": "m", "source": "s3://abc", "targets": ["s3://abd"], "events": [{"poll": "1m", "sqs": "https://q"}]}]}, "mirrors[0].events[0]"),
     ({"groups": [{"name": "g", "mirrors": ["nope"]}]}, "(top level)"),
     ({"api": {"listen": "8080"}}, "api.listen"),
 ])
@@ -80,3 +84,20 @@ def test_locations_and_durations():
     cases = {"250ms": 0.25, "6h": 21600.0, 3: 3.0, "1.5m": 90.0}
     parsed = {text: parse_duration(text) for text in cases}
     assert parsed == cases
+
+
+def test_gcs_azure_and_file_feeds():
+    cfg = validate_config({"mirrors": [
+        {"name": "g", "source": "gs://photos", "targets": ["az://acct/dr"],
+         "events": [{"pubsub": "projects/p/subscriptions/photos-events", "max_outstanding": 50}]},
+        {"name": "a", "source": "az://acct/photos", "targets": ["file:///mnt/nas/photos"],
+         "events": [{"azure_queue": "az://acct/photos-events?connection_string_env=CONN"}]},
+        {"name": "f", "source": "file:///mnt/nas/in", "targets": ["gs://dr"]},
+        {"name": "p", "source": "s3://no-notifications", "targets": ["gs://dr2"], "events": [{"poll": "5m"}]},
+    ]})
+    g, a, f, p = cfg.mirrors
+    assert (g.events[0].kind, g.events[0].max_outstanding) == ("pubsub", 50)
+    assert a.events[0].kind == "azure_queue" and a.events[0].address.startswith("az://acct/photos-events")
+    # a disk has no notifications: it is polled (every minute unless told otherwise)
+    assert [(e.kind, e.poll) for e in f.events] == [("poll", 60.0)]
+    assert p.events[0].poll == 300.0 and p.events[0].address == "poll every 300s"
