@@ -13,38 +13,23 @@ import asyncio
 import base64
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 from cloudmirror.stores.base import ChecksumMismatch, FatalError, PutOptions, PutResult, verify_written
 from cloudmirror.stores.s3_errors import translate
+from cloudmirror.stores.streams import bounded_map, md5_digest, md5_update, rechunk  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-R = TypeVar("R")
 
 MIN_PART = 5 * 1024 * 1024
 MAX_PARTS = 10_000
-_THREAD_HASH_MIN = 256 * 1024  # hash bigger buffers off the event loop (hashlib drops the GIL)
 
 
 def is_plain_md5(etag: str | None) -> bool:
     """True when an etag looks like a plain MD5 (32 hex digits, no multipart '-N')."""
     return bool(etag) and len(etag) == 32 and all(c in "0123456789abcdefABCDEF" for c in etag)
-
-
-async def md5_digest(data: bytes) -> bytes:
-    if len(data) >= _THREAD_HASH_MIN:
-        return await asyncio.to_thread(lambda: hashlib.md5(data).digest())
-    return hashlib.md5(data).digest()
-
-
-async def md5_update(h: Any, data: bytes) -> None:
-    if len(data) >= _THREAD_HASH_MIN:
-        await asyncio.to_thread(h.update, data)
-    else:
-        h.update(data)
 
 
 def effective_part_size(part_size: int, size: int | None) -> int:
@@ -54,75 +39,6 @@ def effective_part_size(part_size: int, size: int | None) -> int:
         ps = -(-size // MAX_PARTS)
         ps = -(-ps // (1024 * 1024)) * 1024 * 1024
     return ps
-
-
-async def rechunk(head: bytes, rest: AsyncIterator[bytes] | None, size: int) -> AsyncIterator[bytes]:
-    """Re-cut `head` followed by the chunks of `rest` into pieces of exactly `size` bytes
-    (the last one may be shorter). Holds at most one piece plus one incoming chunk."""
-    offset = 0
-    while len(head) - offset >= size:  # a big `head` (a bytes body) is cut without copying it whole
-        yield head[offset:offset + size]
-        offset += size
-    buf = bytearray(head[offset:])
-    del head
-    while True:
-        while len(buf) >= size:
-            with memoryview(buf) as mv:
-                piece = bytes(mv[:size])
-            del buf[:size]
-            yield piece
-            del piece
-        if rest is None:
-            break
-        try:
-            chunk = await anext(rest)
-        except StopAsyncIteration:
-            break
-        buf += chunk
-        del chunk
-    if buf:
-        yield bytes(buf)
-
-
-async def bounded_map(items: AsyncIterator[T], fn: Callable[[int, T], Awaitable[R]], limit: int) -> list[R]:
-    """Run fn(n, item) for n = 1, 2, ... concurrently, at most `limit` at a time.
-
-    The next item is pulled from `items` only after a slot is free, so items that are
-    buffers are bounded too. Fails fast: the first error cancels the rest and is raised.
-    """
-    sem = asyncio.Semaphore(max(1, limit))
-    tasks: list[asyncio.Task[R]] = []
-
-    async def run(n: int, item: T) -> R:
-        try:
-            return await fn(n, item)
-        finally:
-            sem.release()
-
-    try:
-        n = 0
-        while True:
-            await sem.acquire()
-            if any(t.done() and not t.cancelled() and t.exception() is not None for t in tasks):
-                sem.release()
-                break
-            try:
-                item = await anext(items)
-            except StopAsyncIteration:
-                sem.release()
-                break
-            except BaseException:
-                sem.release()
-                raise
-            n += 1
-            tasks.append(asyncio.create_task(run(n, item)))
-            del item
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 async def _abort(client: Any, bucket: str, key: str, upload_id: str) -> None:

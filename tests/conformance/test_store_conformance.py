@@ -145,12 +145,14 @@ async def test_put_get_round_trip(env):
     data = b"hello, mirror"
     md5 = hashlib.md5(data).hexdigest()
     res = await env.store.put("a/hello.txt", data)
-    assert (res.etag, res.md5, res.size) == (md5, md5, len(data))
+    assert (res.md5, res.size) == (md5, len(data)) and res.etag
+    if env.kind in ("memory", "file", "s3"):  # elsewhere the etag is not the MD5 (GCS generation, Azure 0x8D..)
+        assert res.etag == md5
     meta = await env.store.head("a/hello.txt")
-    assert (meta.key, meta.size, meta.etag, meta.md5) == ("a/hello.txt", len(data), md5, md5)
+    assert (meta.key, meta.size, meta.etag, meta.md5) == ("a/hello.txt", len(data), res.etag, md5)
     assert meta.last_modified is not None and meta.is_latest and not meta.is_delete_marker
     got = await env.store.get("a/hello.txt")
-    assert got.meta.etag == md5
+    assert got.meta.etag == res.etag
     assert b"".join([c async for c in got.body]) == data
     assert isinstance(env.store, Store)
 
@@ -178,7 +180,8 @@ async def test_headers_metadata_and_tags_round_trip(env):
                                       "content_disposition": 'attachment; filename="a b.txt"',
                                       "content_language": "de-CH", "cache_control": "max-age=60"}
     assert meta.metadata == {"owner": "ann", "note": "hello world"}
-    assert meta.storage_class == "STANDARD_IA"
+    # S3 class names map onto the provider's own (Azure access tier, GCS storage class)
+    assert meta.storage_class == {"azure": "Cool", "gcs": "NEARLINE"}.get(env.kind, "STANDARD_IA")
     assert meta.tags is None  # not fetched
     tagged = await env.store.head("doc.txt.gz", HeadOptions(include_tags=True))
     assert tagged.tags == {"team": "blue", "env": "prod x"} and tagged.tag_count == 2
