@@ -93,8 +93,9 @@ class EventFeed(_Strict):
     poll: float | None = None
     # pubsub: the most messages leased at once (streaming-pull flow control)
     max_outstanding: Annotated[int, Field(ge=1, le=100000)] = 1000
-    # only for sqs: the queue's region when the URL does not say (emulators), how long to
-    # wait in one receive (long polling) and the visibility timeout
+    # sqs: the queue's region when the URL does not say (emulators). Every queue feed: how
+    # long one receive waits for messages, and how long a received message stays hidden
+    # (leased) until it is recorded and acked
     region: str | None = None
     receivers: Annotated[int, Field(ge=1, le=64)] = 4  # concurrent receive loops on this queue
     # EventBridge object keys: URL-encoded like S3 notifications (LocalStack) or plain (moto)

@@ -13,4 +13,14 @@ def open_feed(feed: EventFeed) -> Feed:
 
         return SqsFeed(feed.sqs, wait_time_s=feed.wait_time_s, visibility_timeout_s=feed.visibility_timeout_s,
                        region=feed.region, eventbridge_keys_encoded=feed.eventbridge_keys == "encoded")
+    if feed.kind == "pubsub":
+        from cloudmirror.events.pubsub import PubSubFeed
+
+        return PubSubFeed(feed.pubsub, wait_time_s=feed.wait_time_s, visibility_timeout_s=feed.visibility_timeout_s,
+                          max_outstanding=feed.max_outstanding)
+    if feed.kind == "azure_queue":
+        from cloudmirror.events.azure_queue import AzureQueueFeed
+
+        return AzureQueueFeed(feed.azure_queue, wait_time_s=feed.wait_time_s,
+                              visibility_timeout_s=feed.visibility_timeout_s)
     raise ValueError(f"event feed kind {feed.kind!r} is not supported yet")

@@ -22,10 +22,11 @@ def version_token(ev: ObjectEvent) -> str:
     without a new version: a GCS metadata update keeps the generation). Without one
     (unversioned buckets), a write is (operation, sequencer, etag, event time): identical
     bytes written twice at different times stay two versions, while a redelivered event
-    stays one.
+    stays one. A delete never shares a token with a write (a GCS delete names the
+    generation it removed).
     """
     if ev.version_id:
-        token = f"v:{ev.version_id}" + (f"|{ev.etag}" if ev.etag else "")
+        token = f"v:{ev.version_id}" + (f"|{ev.etag}" if ev.etag else "") + ("|delete" if ev.op == "delete" else "")
     else:
         ts = f"{ev.event_time.timestamp():.6f}" if ev.event_time else ""
         token = f"e:{ev.op}|{ev.sequencer or ''}|{ev.etag or ''}|{ts}"
