@@ -428,6 +428,12 @@ async def test_versions_and_delete_markers(env):
         await store.head("k")
     assert (await store.head("k", HeadOptions(version_id=v2.version_id))).size == 3
     versions = [m async for m in store.list(ListOptions(versions=True, page_size=2))]
+    if env.kind == "gcs":  # no delete markers: the delete made the live generation noncurrent
+        assert [(m.key, m.is_delete_marker, m.is_latest) for m in versions] == [
+            ("k", False, False), ("k", False, False), ("z", False, True)]
+        assert [m.version_id for m in versions[:2]] == [v2.version_id, v1.version_id]
+        assert await keys_of(store.list()) == ["z"]
+        return
     assert [(m.key, m.is_delete_marker, m.is_latest) for m in versions] == [
         ("k", True, True), ("k", False, False), ("k", False, False), ("z", False, True)]
     assert [m.version_id for m in versions[1:3]] == [v2.version_id, v1.version_id]
