@@ -8,6 +8,7 @@ seen in the HEAD (invariant 3: CopySourceIfMatch / GET If-Match), and verified
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from cloudmirror.stores.base import (
     ChecksumMismatch,
     CopyOptions,
     GetOptions,
+    GetResult,
     ObjectMeta,
     PutOptions,
     PutResult,
@@ -55,9 +57,38 @@ def _write_options(cls, meta: ObjectMeta, mirror: str, target: Target, settings:
         **meta.content_headers(), **extra)
 
 
+def server_side(src: Endpoint, dst: Endpoint) -> bool:
+    """Can the target copy from the source without the bytes passing through us?"""
+    return isinstance(dst.store, ServerSideCopier) and dst.store.can_copy_from(src.location)
+
+
+async def open_source(src: Endpoint, key: str, settings: WorkerSettings) -> GetResult:
+    """Start reading the source's current version of `key` (relative key). For a streamed
+    copy the GET's response describes the version as a HEAD would, so no HEAD is needed.
+    Raises NotFound and the other StoreErrors; close the body with close_source()."""
+    return await src.store.get(src.location.full_key(key), GetOptions(chunk_size=_chunk(settings)))
+
+
+async def close_source(got: GetResult) -> None:
+    """Release a source body that will not be read to the end. Idempotent."""
+    aclose = getattr(got.body, "aclose", None)
+    if aclose is not None:
+        await aclose()
+    if got.release is not None:
+        done = got.release()
+        if asyncio.iscoroutine(done):
+            await done
+
+
+def _chunk(settings: WorkerSettings) -> int:
+    return min(settings.part_size, 8 * 1024 * 1024)
+
+
 async def copy_object(src: Endpoint, dst: Endpoint, key: str, meta: ObjectMeta, *, mirror: str, target: Target,
-                      settings: WorkerSettings, on_upload_started: UploadStartedHook | None = None) -> PutResult:
-    """Copy the source version described by `meta` (from a HEAD) to the target.
+                      settings: WorkerSettings, on_upload_started: UploadStartedHook | None = None,
+                      opened: GetResult | None = None) -> PutResult:
+    """Copy the source version described by `meta` (from a HEAD, or from `opened`, a GET
+    already under way whose meta it is) to the target.
 
     `key` is relative to both locations' prefixes. Raises PreconditionFailed when the
     source changed since the HEAD, NotFound when it is gone, ChecksumMismatch when the
@@ -66,12 +97,12 @@ async def copy_object(src: Endpoint, dst: Endpoint, key: str, meta: ObjectMeta, 
     src_key, dst_key = src.location.full_key(key), dst.location.full_key(key)
     if meta.tags is None:  # tags are set explicitly on every copy: fetched only when there are some
         meta.tags = {} if meta.tag_count == 0 else await src.store.get_tags(src_key, meta.version_id)
-    if isinstance(dst.store, ServerSideCopier) and dst.store.can_copy_from(src.location):
+    if opened is None and server_side(src, dst):
         opts = _write_options(CopyOptions, meta, mirror, target, settings, on_upload_started,
                               source_version_id=meta.version_id, source_if_match=meta.etag, tags=dict(meta.tags))
         return await dst.store.copy(src.location, src_key, dst_key, opts)
-    got = await src.store.get(src_key, GetOptions(version_id=meta.version_id, if_match=meta.etag,
-                                                  chunk_size=min(settings.part_size, 8 * 1024 * 1024)))
+    got = opened or await src.store.get(src_key, GetOptions(version_id=meta.version_id, if_match=meta.etag,
+                                                            chunk_size=_chunk(settings)))
     check = StreamCheck(meta)
 
     async def body() -> AsyncIterator[bytes]:

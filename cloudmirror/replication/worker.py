@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from cloudmirror import metrics
 from cloudmirror.config import Config, Mirror, Target
 from cloudmirror.ledger.repo import Job, Ledger
-from cloudmirror.replication.transfer import Endpoint, copy_object
-from cloudmirror.stores.base import NotFound, ObjectMeta, PreconditionFailed, StoreError
+from cloudmirror.replication.transfer import Endpoint, close_source, copy_object, open_source, server_side
+from cloudmirror.stores.base import GetResult, NotFound, ObjectMeta, PreconditionFailed, StoreError
 
 log = logging.getLogger("cloudmirror.worker")
 
@@ -225,10 +225,24 @@ class WorkerPool:
         if job.upload_id:  # a previous attempt died mid-upload: clean up first
             await dst.store.abort_upload(dst.location.full_key(job.key), job.upload_id)
             await asyncio.to_thread(self.ledger.set_upload_id, job.id, None)
+        # a streamed copy starts with the GET: its response describes the version, no HEAD
+        opened = None
         try:
-            meta = await src.store.head(src.location.full_key(job.key))
+            if job.op == "put" and not server_side(src, dst):
+                opened = await open_source(src, job.key, self.settings)
+                meta = opened.meta
+            else:
+                meta = await src.store.head(src.location.full_key(job.key))
         except NotFound:
             meta = None
+        try:
+            return await self._replicate(m, t, job, src, dst, meta, opened)
+        finally:
+            if opened is not None:
+                await close_source(opened)
+
+    async def _replicate(self, m: Mirror, t: Target, job: Job, src: Endpoint, dst: Endpoint, meta: ObjectMeta | None,
+                         opened: GetResult | None) -> Outcome:
         if job.op == "delete":
             if meta is not None and not meta.is_replica:
                 return Outcome("superseded", "the source holds the key again (a newer write)")
@@ -245,7 +259,7 @@ class WorkerPool:
 
         try:
             result = await copy_object(src, dst, job.key, meta, mirror=m.name, target=t, settings=self.settings,
-                                       on_upload_started=remember_upload)
+                                       on_upload_started=remember_upload, opened=opened)
         except NotFound:
             return Outcome("superseded", "the source key was deleted during the copy")
         moved = job.etag is not None and meta.etag != job.etag

@@ -12,10 +12,10 @@ Keys passed to a store are *full provider keys* (the location's prefix already a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from cloudmirror.location import Location
 
@@ -197,6 +197,9 @@ class PutResult:
 class GetResult:
     meta: ObjectMeta
     body: AsyncIterator[bytes]
+    # releases what get() opened (a response, a file) when the body is abandoned before it
+    # is iterated: an async generator that never started cannot run its `finally`
+    release: Callable[[], Any] | None = None
 
 
 # ---------------------------------------------------------------- protocols

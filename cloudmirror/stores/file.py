@@ -184,7 +184,7 @@ class FileStore:
                 f, meta = await asyncio.to_thread(run)
             except IsADirectoryError:
                 raise NotFound(f"{self._where(key)}: NoSuchKey (a directory)", code="NoSuchKey") from None
-        return GetResult(meta=meta, body=self._read(f, key, max(1, opts.chunk_size)))
+        return GetResult(meta=meta, body=self._read(f, key, max(1, opts.chunk_size)), release=f.close)
 
     async def _read(self, f: Any, key: str, chunk_size: int) -> AsyncIterator[bytes]:
         try:

@@ -144,7 +144,8 @@ class S3Store(S3CopyMixin):
             params["IfMatch"] = f'"{opts.if_match.strip(chr(34))}"'
         with translate(self.bucket, key):
             r = await c.get_object(**params)
-        return GetResult(meta=meta_from_response(key, r), body=self._stream(r["Body"], key, opts.chunk_size))
+        return GetResult(meta=meta_from_response(key, r), body=self._stream(r["Body"], key, opts.chunk_size),
+                         release=r["Body"].close)
 
     async def _stream(self, body: Any, key: str, chunk_size: int) -> AsyncIterator[bytes]:
         try:
