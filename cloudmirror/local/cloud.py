@@ -26,7 +26,7 @@ def read_state() -> dict | None:
 
 
 def start_all(provider: str = "moto", port: int | None = None, log_dir: Path = STATE_DIR,
-              gcp: bool = True, azure: bool = True) -> tuple[dict, list[procs.Proc]]:
+              gcp: bool = True, azure: bool = True, gcs_event_bucket: str | None = None) -> tuple[dict, list[procs.Proc]]:
     """Start the AWS emulator, the Google pair (Pub/Sub emulator + fake-gcs-server publishing
     notifications into it) and Azurite (two accounts). Returns (state, processes).
 
@@ -61,7 +61,7 @@ def start_all(provider: str = "moto", port: int | None = None, log_dir: Path = S
                 started.append(ps.proc)
                 pubsub_host = ps.host
             gcs = gcp_emu.start_fake_gcs(log_dir=log_dir, pubsub_host=pubsub_host, project=GCP_PROJECT,
-                                         topic=GCS_TOPIC)
+                                         topic=GCS_TOPIC, event_bucket=gcs_event_bucket)
             started.append(gcs.proc)
             state.update(gcs_endpoint=gcs.endpoint, pubsub_host=pubsub_host, gcp_project=GCP_PROJECT,
                          gcs_topic=GCS_TOPIC if pubsub_host else None)

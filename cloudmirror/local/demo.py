@@ -164,7 +164,8 @@ def run_demo(console: Console, provider: str = "moto", keep: bool = False) -> bo
     workdir = Path(tempfile.mkdtemp(prefix="cloudmirror-demo-"))
     console.print(f"starting the local cloud ({provider}, fake-gcs-server + Pub/Sub emulator, Azurite) ...")
     try:
-        state, started = start_all(provider, port=None if provider == "moto" else 4566, log_dir=workdir)
+        state, started = start_all(provider, port=None if provider == "moto" else 4566, log_dir=workdir,
+                                   gcs_event_bucket=SOURCE_GCS)
     except LocalCloudError as e:
         raise RuntimeError(str(e)) from None
     for note in state["notes"]:

@@ -136,7 +136,8 @@ def ensure_subscription(host: str, project: str, topic: str, subscription: str, 
 
 
 def start_fake_gcs(port: int | None = None, log_dir: Path = Path(".cloudmirror"), *, pubsub_host: str | None = None,
-                   project: str = "cloudmirror-local", topic: str = "gcs-events") -> FakeGcs:
+                   project: str = "cloudmirror-local", topic: str = "gcs-events",
+                   event_bucket: str | None = None) -> FakeGcs:
     """Start fake-gcs-server (memory backend). With `pubsub_host`, every finalize / delete /
     metadataUpdate is published to projects/PROJECT/topics/TOPIC, which is created first
     (fake-gcs-server drops events for a missing topic). Raises LaunchError."""
@@ -149,6 +150,8 @@ def start_fake_gcs(port: int | None = None, log_dir: Path = Path(".cloudmirror")
         ensure_topic(pubsub_host, project, topic)
         argv += ["-event.pubsub-project-id", project, "-event.pubsub-topic", topic,
                  "-event.list", "finalize,delete,metadataUpdate"]
+        if event_bucket:  # only this bucket notifies (the emulator's Pub/Sub ignores subscription filters)
+            argv += ["-event.bucket", event_bucket]
         env["PUBSUB_EMULATOR_HOST"] = pubsub_host
     proc = procs.start("fake-gcs-server", argv, log_dir / f"fake-gcs-{port}.log",
                        ready=lambda: procs.http_ok(endpoint + "/storage/v1/b"), env=env, timeout=30)

@@ -1,16 +1,17 @@
 """How one version reaches one target: server-side copy when the target store can copy
-from the source, else a streamed GET -> PUT with the MD5 computed on the way through.
+from the source, else a streamed GET -> PUT.
 
-Every write carries the replica marker (invariant 5) and is guarded by the source etag
-seen in the HEAD (invariant 3: CopySourceIfMatch / GET If-Match), and verified
-(invariant 6: the store compares the bytes written with the expected MD5 or size).
+Every write carries the replica marker (invariant 5). A server-side copy is guarded by the
+etag its HEAD saw (invariant 3: CopySourceIfMatch / x-ms-source-if-match / generation); a
+streamed copy starts with the GET, whose response is the version it copies. Every copy is
+verified (invariant 6): the target store compares the MD5 of the bytes it is about to
+commit with the source's, and the size (or CRC32C, when the source has no MD5) of what
+streamed through is checked here.
 """
-
 from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -117,20 +118,18 @@ async def copy_object(src: Endpoint, dst: Endpoint, key: str, meta: ObjectMeta, 
 
 
 class StreamCheck:
-    """Invariant 6 for streamed copies: size, MD5 and (when the source only has a CRC32C,
-    e.g. a composite GCS object) CRC32C of the bytes that went through us, against the
-    source's HEAD. The target store also verifies the MD5 before it commits (PutOptions.md5),
-    so a mismatch normally writes nothing; this check catches the rest."""
+    """Invariant 6 for streamed copies, the part the target store cannot do: the size of the
+    bytes that went through us, and their CRC32C when that is the only checksum the source
+    has (a composite GCS object). The MD5 is verified by the target store itself, before it
+    commits (PutOptions.md5 = the source's MD5), so it is not computed twice."""
 
     def __init__(self, meta: ObjectMeta):
         self.meta = meta
         self.size = 0
-        self.md5 = hashlib.md5()  # noqa: S324 - integrity check, not security
         self.crc = _crc32c() if meta.md5 is None and "crc32c" in meta.checksums else None
 
     def update(self, chunk: bytes) -> None:
         self.size += len(chunk)
-        self.md5.update(chunk)
         if self.crc is not None:
             self.crc.update(chunk)
 
@@ -138,9 +137,6 @@ class StreamCheck:
         """Raises ChecksumMismatch naming what differs."""
         if self.size != self.meta.size:
             raise ChecksumMismatch(f"{where}: read {self.size} bytes, source has {self.meta.size}", code="SizeMismatch")
-        if self.meta.md5 and self.md5.hexdigest() != self.meta.md5:
-            raise ChecksumMismatch(f"{where}: MD5 of bytes read {self.md5.hexdigest()} != source {self.meta.md5}",
-                                   code="BadDigest")
         if self.crc is not None:
             got = base64.b64encode(self.crc.digest()).decode()
             if got != self.meta.checksums["crc32c"]:
