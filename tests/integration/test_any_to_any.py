@@ -55,6 +55,18 @@ PAIRS = [(s, t) for s in PROVIDERS for t in PROVIDERS]
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("pair", PAIRS, ids=[f"{s}-to-{t}" for s, t in PAIRS])
 async def test_mirror_converges_between_any_two_providers(pair, cloud, tmp_path, sqlite_url):
+    await converge_pair(pair, cloud, tmp_path, sqlite_url)
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("pair", [("gcs", "azure"), ("azure", "gcs")], ids=["gcs-to-azure", "azure-to-gcs"])
+async def test_cross_provider_mirror_on_postgres(pair, cloud, tmp_path, pg_url):
+    """The same with the ledger on PostgreSQL (the several-workers setup)."""
+    await converge_pair(pair, cloud, tmp_path, pg_url)
+
+
+async def converge_pair(pair: tuple[str, str], cloud: dict, tmp_path, ledger_url: str) -> None:
     src_kind, dst_kind = pair
     src_p = Provider(src_kind, cloud, tmp_path)
     dst_p = src_p if dst_kind == src_kind else Provider(dst_kind, cloud, tmp_path)
@@ -62,7 +74,7 @@ async def test_mirror_converges_between_any_two_providers(pair, cloud, tmp_path,
     src = src_p.new_location()
     dst = dst_p.new_location(second=True)
     mirror = {"name": "m", "source": src, "targets": [dst], "events": [src_p.feed_for(src)]}
-    cfg = config(sqlite_url, [mirror])
+    cfg = config(ledger_url, [mirror])
     try:
         async with running(cfg) as r:
             opts = PutOptions(metadata={"owner": "ann", "x-note": "hello world"}, tags={"team": "blue"}, **HEADERS)
