@@ -159,6 +159,10 @@ class Mirror(_Strict):
     deletes: Literal["replicate", "ignore"] = "replicate"
     rpo_objective: float = 900.0
     paused: bool = False
+    # compare source and targets by listing: once at start for targets never reconciled
+    # (a backfill of existing objects), and every `reconcile_every` (finds missed events)
+    backfill: bool = False
+    reconcile_every: float | None = None
 
     @field_validator("source")
     @classmethod
@@ -177,6 +181,16 @@ class Mirror(_Strict):
     @classmethod
     def _rpo(cls, v: Any) -> float:
         return parse_duration(v)
+
+    @field_validator("reconcile_every", mode="before")
+    @classmethod
+    def _reconcile_every(cls, v: Any) -> float | None:
+        if v is None:
+            return None
+        seconds = parse_duration(v)
+        if seconds <= 0:
+            raise ValueError("reconcile_every must be a positive duration such as 6h")
+        return seconds
 
     @model_validator(mode="after")
     def _distinct(self) -> "Mirror":

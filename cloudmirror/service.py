@@ -11,13 +11,15 @@ import signal
 import socket
 from dataclasses import dataclass, field
 
-from cloudmirror.config import Config
+from cloudmirror.config import Config, Mirror, Target
 from cloudmirror.events import open_feed
 from cloudmirror.replication.poller import PollFeed
 from cloudmirror.ledger.repo import Ledger
+from cloudmirror.ledger.runs import Runs
 from cloudmirror.location import parse_location
 from cloudmirror.replication.intake import Intake
 from cloudmirror.replication.planner import Router
+from cloudmirror.replication.reconcile import Progress, Reconciler
 from cloudmirror.replication.transfer import Endpoint
 from cloudmirror.replication.worker import WorkerPool
 from cloudmirror.stores import open_store
@@ -57,6 +59,7 @@ def status(config: Config, ledger: Ledger) -> list[dict]:
     """Per mirror and target: counts by status and the RPO (age of the oldest open write).
     Targets with no replications yet appear with zeros."""
     rows = {(r["mirror"], r["target"]): r for r in ledger.status()}
+    missed = Runs(ledger).missed_events()
     out = []
     for m in config.mirrors:
         for t in m.targets:
@@ -65,6 +68,7 @@ def status(config: Config, ledger: Ledger) -> list[dict]:
                                                    rpo_seconds=0.0)
             r["rpo_objective"] = m.rpo_objective
             r["objective_met"] = r["rpo_seconds"] <= m.rpo_objective
+            r["missed_events"] = missed.get((m.name, t.name), 0)
             out.append(r)
     return out
 
@@ -148,6 +152,11 @@ class Service:
                                 on_recorded=wake, receivers=receivers)
                     self.intakes.append(it)
                     tasks.append(asyncio.create_task(it.run(), name=f"intake {f.address}"))
+        if workers:
+            for m in self.config.mirrors:
+                if m.backfill or m.reconcile_every:
+                    for t in m.targets:
+                        tasks.append(asyncio.create_task(self._reconcile_loop(m, t), name=f"reconcile {m.name} {t.name}"))
         if api_socket is not None:
             tasks.append(asyncio.create_task(self._serve_api(api_socket), name="api"))
         if self._stop.is_set():
@@ -160,6 +169,36 @@ class Service:
             for t, r in zip(tasks, results, strict=True):
                 if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
                     log.error("%s ended with %r", t.get_name(), r)
+
+    async def reconcile(self, mirror: str, target: str | None = None, **kw) -> list[Progress]:
+        """Reconcile one mirror with one or all of its targets (see replication.reconcile).
+        Raises KeyError for an unknown mirror or target, StoreError when a listing fails."""
+        m = self.config.mirror(mirror)
+        targets = [m.target(target)] if target else list(m.targets)
+        out = []
+        for t in targets:
+            out.append(await Reconciler(m, t, self.endpoint, self.ledger).run(**kw))
+            if self.pool:
+                self.pool.wake()
+        return out
+
+    async def _reconcile_loop(self, m: Mirror, t: Target) -> None:
+        """Backfill a target never reconciled, then reconcile every `reconcile_every`."""
+        runs = Runs(self.ledger)
+        wake = self.pool.wake if self.pool else (lambda: None)
+        first = m.backfill and not await asyncio.to_thread(runs.has_finished, m.name, t.name)
+        while not self._stop.is_set():
+            if first or m.reconcile_every:
+                try:
+                    await Reconciler(m, t, self.endpoint, self.ledger).run(on_progress=lambda p: wake())
+                    wake()
+                except Exception as e:  # noqa: BLE001 - retried at the next interval
+                    log.warning("reconcile of %s -> %s failed: %s", m.name, t.name, e)
+            first = False
+            if not m.reconcile_every:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=m.reconcile_every)
 
     async def _serve_api(self, sock: socket.socket) -> None:
         import uvicorn

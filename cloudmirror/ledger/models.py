@@ -5,6 +5,8 @@ PostgreSQL compare them the same way.
 - key_heads: the newest version known per (mirror, key), to order late/duplicate events.
 - replications: one version x one target, with its status, attempts, lease and timings.
 - dead_letters: messages that could not be understood, with the raw body and the reason.
+- reconcile_runs: each listing comparison of a source with a target (backfill, reconcile,
+  dry run), its resume position and what it found.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ versions = Table(
     Column("size", BigInteger),
     Column("source_time", Double, nullable=False),  # when the write happened on the source
     Column("seen_at", Double, nullable=False),
-    Column("origin", String(16), nullable=False, server_default="event"),  # event | head | reconcile
+    Column("origin", String(16), nullable=False, server_default="event"),  # event | poll | backfill | reconcile
     Column("duplicates", Integer, nullable=False, server_default="0"),
     Index("ix_versions_identity", "mirror", "key", "token", unique=True),
 )
@@ -115,4 +117,24 @@ dead_letters = Table(
     Column("body", Text, nullable=False),
     Column("reason", Text, nullable=False),
     Column("received_at", Double, nullable=False),
+)
+
+reconcile_runs = Table(
+    "reconcile_runs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("mirror", String(64), nullable=False),
+    Column("target", String(1024), nullable=False),
+    Column("kind", String(16), nullable=False),  # backfill | reconcile | dry-run
+    Column("status", String(16), nullable=False),  # running | finished | failed
+    Column("started_at", Double, nullable=False),
+    Column("finished_at", Double),
+    Column("position", Text),  # the last source key whose differences are recorded (resume point)
+    Column("listed", BigInteger, nullable=False, server_default="0"),  # source objects listed
+    Column("missing", BigInteger, nullable=False, server_default="0"),
+    Column("stale", BigInteger, nullable=False, server_default="0"),
+    Column("extra", BigInteger, nullable=False, server_default="0"),
+    Column("missed_events", BigInteger, nullable=False, server_default="0"),
+    Column("error", Text),
+    Index("ix_reconcile_runs_mirror", "mirror", "target", "started_at"),
 )

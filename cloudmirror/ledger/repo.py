@@ -23,6 +23,7 @@ from cloudmirror.ledger import db
 from cloudmirror.ledger.models import dead_letters, key_heads, replications, versions
 
 R = replications.c
+LISTED_ORIGINS = ("backfill", "reconcile")  # versions found by comparing listings, not announced
 V = versions.c
 
 
@@ -103,6 +104,7 @@ class Job:
     sequencer: str | None
     size: int | None
     upload_id: str | None
+    origin: str = "event"  # event | poll | backfill | reconcile
     last_copied_etag: str | None = None  # what the newest completed copy of this key shipped
     last_copied_version: str | None = None
 
@@ -168,7 +170,8 @@ class Ledger:
                 rows = []
                 for t in item.targets:
                     status, detail = t.status, t.detail
-                    if stale is not None and status == "pending":
+                    # a difference found by listing is always worth the (guarded, current-state) copy
+                    if stale is not None and status == "pending" and item.origin not in LISTED_ORIGINS:
                         status, detail = "superseded", f"older than version #{stale} already seen"
                     rows.append(dict(version_pk=pk, mirror=item.mirror, target=t.target, key=item.key,
                                      lock=lock_id(item.mirror, t.target, item.key), status=status, detail=detail,
@@ -248,7 +251,7 @@ class Ledger:
                 .where(done.c.lock == R.lock, done.c.status == "completed", done.c.copied_etag.is_not(None))
                 .order_by(done.c.completed_at.desc(), done.c.id.desc()).limit(1))
         q = (select(R.id, R.version_pk, R.mirror, R.target, R.key, V.op, R.attempts, V.source_time, V.version_id,
-                    V.etag, V.sequencer, V.size, R.upload_id,
+                    V.etag, V.sequencer, V.size, R.upload_id, V.origin,
                     last.with_only_columns(done.c.copied_etag).scalar_subquery().label("last_copied_etag"),
                     last.with_only_columns(done.c.copied_version_id).scalar_subquery().label("last_copied_version"))
              .join(versions, V.id == R.version_pk).where(R.id.in_(ids)).order_by(R.id))

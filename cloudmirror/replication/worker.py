@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from cloudmirror import metrics
 from cloudmirror.config import Config, Mirror, Target
-from cloudmirror.ledger.repo import Job, Ledger
+from cloudmirror.ledger.repo import LISTED_ORIGINS, Job, Ledger
 from cloudmirror.replication.transfer import Endpoint, close_source, copy_object, open_source, server_side
 from cloudmirror.stores.base import GetResult, NotFound, ObjectMeta, PreconditionFailed, StoreError
 
@@ -243,15 +243,19 @@ class WorkerPool:
 
     async def _replicate(self, m: Mirror, t: Target, job: Job, src: Endpoint, dst: Endpoint, meta: ObjectMeta | None,
                          opened: GetResult | None) -> Outcome:
+        listed = job.origin in LISTED_ORIGINS
         if job.op == "delete":
             if meta is not None and not meta.is_replica:
                 return Outcome("superseded", "the source holds the key again (a newer write)")
-            return await self._delete_replica(dst, job.key)
+            # an extra object a listing found is removed even when cloudmirror did not write
+            # it, unless the target also feeds a mirror (a two-way pair: it may be an original)
+            return await self._delete_replica(dst, job.key, replicas_only=not listed or self._is_a_source(dst))
         if meta is None:
             return Outcome("superseded", "the source no longer has the key")
         if meta.is_replica:
             return Outcome("skipped", "the source object is a cloudmirror replica (loop prevention)")
-        if job.last_copied_etag is not None and (job.last_copied_etag, job.last_copied_version) == (meta.etag, _identity(meta)):
+        if not listed and job.last_copied_etag is not None and (
+                job.last_copied_etag, job.last_copied_version) == (meta.etag, _identity(meta)):
             return Outcome("completed", "the target already holds this version", meta=meta)
 
         async def remember_upload(upload_id: str) -> None:
@@ -266,16 +270,21 @@ class WorkerPool:
         return Outcome("completed", f"source had moved on to etag {meta.etag}; copied that" if moved else None,
                        meta=meta, target_etag=result.etag, target_version_id=result.version_id)
 
+    def _is_a_source(self, dst: Endpoint) -> bool:
+        cid = dst.location.container_id
+        return any(m.source_location.container_id == cid for m in self.config.mirrors)
+
     @staticmethod
-    async def _delete_replica(dst: Endpoint, key: str) -> Outcome:
-        """Delete the target's copy, but only a copy cloudmirror wrote: in a two-way mirror
-        the echo of a delete must never remove a newer original write on the other side."""
+    async def _delete_replica(dst: Endpoint, key: str, *, replicas_only: bool = True) -> Outcome:
+        """Delete the target's copy, but only a copy cloudmirror wrote (unless told
+        otherwise): in a two-way mirror the echo of a delete must never remove a newer
+        original write on the other side."""
         dst_key = dst.location.full_key(key)
         try:
             current = await dst.store.head(dst_key)
         except NotFound:
             return Outcome("completed", "already absent on the target")
-        if not current.is_replica:
+        if replicas_only and not current.is_replica:
             return Outcome("skipped", "the target object was not written by cloudmirror; left in place")
         await dst.store.delete(dst_key)
         return Outcome("completed")

@@ -19,7 +19,7 @@ from tests.integration.harness import FAST_WORKERS, Cloud, eventually
 
 CLI = str(Path(sys.executable).with_name("cloudmirror"))
 COMMANDS = [[], ["run"], ["worker"], ["api"], ["status"], ["db"], ["db", "upgrade"], ["local"], ["local", "up"],
-            ["local", "down"], ["local", "env"], ["demo"]]
+            ["local", "down"], ["local", "env"], ["demo"], ["reconcile"]]
 
 
 def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -1,0 +1,95 @@
+"""SQL for reconciliation: runs (with their resume position and findings), and what the
+ledger already knows about a page of keys."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+
+from sqlalchemy import func, insert, select, update
+
+from cloudmirror.ledger.models import OPEN_STATUSES, reconcile_runs, replications, versions
+from cloudmirror.ledger.repo import Ledger
+
+RUN = reconcile_runs.c
+R = replications.c
+V = versions.c
+COUNTS = ("listed", "missing", "stale", "extra", "missed_events")
+
+
+class Runs:
+    """Reconcile runs and the lookups a run makes per listing page. Synchronous (call it
+    through asyncio.to_thread); every method is one transaction."""
+
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
+
+    def start(self, mirror: str, target: str, kind: str, *, resume: bool = True) -> tuple[int, str | None]:
+        """Start a run, or resume the newest unfinished one of the same kind (after a crash)
+        from its checkpointed position. Returns (run id, position to list after or None)."""
+        with self.ledger.engine.begin() as conn:
+            if resume:
+                row = conn.execute(select(RUN.id, RUN.position).where(
+                    RUN.mirror == mirror, RUN.target == target, RUN.kind == kind, RUN.status == "running")
+                    .order_by(RUN.id.desc()).limit(1)).first()
+                if row is not None:
+                    return row.id, row.position
+            run_id = conn.execute(insert(reconcile_runs).values(
+                mirror=mirror, target=target, kind=kind, status="running", started_at=time.time())
+                .returning(RUN.id)).scalar_one()
+            return run_id, None
+
+    def checkpoint(self, run_id: int, position: str | None, **counts: int) -> None:
+        """Add a page's findings and move the resume position past it."""
+        values = {k: getattr(RUN, k) + counts.get(k, 0) for k in COUNTS}
+        with self.ledger.engine.begin() as conn:
+            conn.execute(update(reconcile_runs).where(RUN.id == run_id).values(position=position, **values))
+
+    def finish(self, run_id: int, *, error: str | None = None) -> None:
+        with self.ledger.engine.begin() as conn:
+            conn.execute(update(reconcile_runs).where(RUN.id == run_id).values(
+                status="failed" if error else "finished", error=error, finished_at=time.time()))
+
+    def get(self, run_id: int) -> dict:
+        with self.ledger.reader.connect() as conn:
+            return dict(conn.execute(select(reconcile_runs).where(RUN.id == run_id)).one()._mapping)
+
+    def list(self, mirror: str | None = None, limit: int = 50) -> list[dict]:
+        q = select(reconcile_runs).order_by(RUN.id.desc()).limit(limit)
+        if mirror is not None:
+            q = q.where(RUN.mirror == mirror)
+        with self.ledger.reader.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def has_finished(self, mirror: str, target: str, kinds: Sequence[str] = ("backfill", "reconcile")) -> bool:
+        with self.ledger.reader.connect() as conn:
+            return conn.execute(select(RUN.id).where(RUN.mirror == mirror, RUN.target == target,
+                                                     RUN.kind.in_(kinds), RUN.status == "finished")
+                                .limit(1)).first() is not None
+
+    def missed_events(self) -> dict[tuple[str, str], int]:
+        """Per (mirror, target): differences that no event announced, found by reconciles."""
+        q = (select(RUN.mirror, RUN.target, func.sum(RUN.missed_events)).where(RUN.kind == "reconcile")
+             .group_by(RUN.mirror, RUN.target))
+        with self.ledger.reader.connect() as conn:
+            return {(m, t): int(n or 0) for m, t, n in conn.execute(q)}
+
+    def open_keys(self, mirror: str, target: str, keys: Sequence[str]) -> set[str]:
+        """The keys among `keys` with a replication to `target` still pending or in progress."""
+        if not keys:
+            return set()
+        with self.ledger.reader.connect() as conn:
+            return {r[0] for r in conn.execute(select(R.key).where(
+                R.mirror == mirror, R.target == target, R.key.in_(list(keys)), R.status.in_(OPEN_STATUSES)))}
+
+    def seen(self, mirror: str, keys: Sequence[str]) -> dict[str, set[str]]:
+        """Per key, every etag and version id the ledger has recorded (events or listings)."""
+        out: dict[str, set[str]] = defaultdict(set)
+        if not keys:
+            return out
+        with self.ledger.reader.connect() as conn:
+            for key, etag, vid in conn.execute(select(V.key, V.etag, V.version_id).where(
+                    V.mirror == mirror, V.key.in_(list(keys)))):
+                out[key].update(x for x in (etag, vid) if x)
+        return out

@@ -1,0 +1,108 @@
+"""Reconciliation: dry runs change nothing, targets changed behind cloudmirror's back are
+repaired by policy, and a scheduled reconcile repairs exactly the writes whose events were
+lost and counts them as missed."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from cloudmirror.ledger.models import reconcile_runs, replications, versions
+from tests.integration.harness import Cloud, config, converged, drained, eventually, mirror, name, running
+
+
+def ledger_rows(ledger) -> tuple[int, int, int]:
+    with ledger.reader.connect() as conn:
+        return tuple(conn.execute(select(func.count()).select_from(t)).scalar() for t in (versions, replications,
+                                                                                       reconcile_runs))
+
+
+def listing(s3, bucket: str) -> dict[str, str]:
+    return {o["Key"]: o["ETag"] for p in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+            for o in p.get("Contents", [])}
+
+
+@pytest.fixture
+def cloud(moto_endpoint) -> Cloud:
+    return Cloud(moto_endpoint)
+
+
+async def test_dry_run_changes_nothing_and_reports_the_diff(cloud, ledger_url):
+    src, dst = cloud.bucket(), cloud.bucket("eu-west-1")
+    s3, t3 = cloud.s3(), cloud.s3("eu-west-1")
+    for i in range(30):
+        s3.put_object(Bucket=src, Key=f"k/{i:02}", Body=f"body {i}".encode())
+    for i in range(10):  # 10 in sync, 5 stale, 15 missing, 2 extra
+        t3.put_object(Bucket=dst, Key=f"k/{i:02}", Body=f"body {i}".encode())
+    for i in range(10, 15):
+        t3.put_object(Bucket=dst, Key=f"k/{i:02}", Body=b"old and different")
+    t3.put_object(Bucket=dst, Key="k/zz-extra", Body=b"x")
+    t3.put_object(Bucket=dst, Key="extra-top", Body=b"y")
+    cfg = config(ledger_url, [mirror("m", cloud, src, [dst], None)])
+    async with running(cfg, intake=False, workers=False) as r:
+        before = (listing(t3, dst), ledger_rows(r.ledger))
+        [p] = await r.service.reconcile("m", dry_run=True)
+        assert (p.kind, p.listed, p.missing, p.stale, p.extra, p.recorded) == ("dry-run", 30, 15, 5, 2, 0)
+        assert (listing(t3, dst), ledger_rows(r.ledger)) == before
+
+
+@pytest.mark.parametrize("deletes", ["replicate", "ignore"])
+async def test_target_changed_behind_our_back_is_repaired(deletes, cloud, sqlite_url):
+    src, dst = cloud.bucket(), cloud.bucket("eu-west-1")
+    s3, t3 = cloud.s3(), cloud.s3("eu-west-1")
+    q = cloud.queue_for(src)
+    cfg = config(sqlite_url, [mirror("m", cloud, src, [dst], q, deletes=deletes)])
+    async with running(cfg) as r:
+        for i in range(20):
+            s3.put_object(Bucket=src, Key=f"obj-{i:02}", Body=f"v{i}".encode(), Metadata={"n": str(i)})
+        await eventually(converged(cloud, src, dst), timeout=60)
+        t3.put_object(Bucket=dst, Key="obj-03", Body=b"tampered")  # overwritten
+        t3.delete_object(Bucket=dst, Key="obj-07")  # deleted
+        t3.put_object(Bucket=dst, Key="intruder", Body=b"added")  # extra
+        [p] = await r.service.reconcile("m")
+        assert (p.kind, p.missing, p.stale, p.extra) == ("backfill", 1, 1, 1)
+        await eventually(drained(r.ledger), timeout=30)
+        if deletes == "replicate":
+            await eventually(converged(cloud, src, dst), timeout=30)
+        else:  # the extra object is reported, never deleted
+            assert p.extra_kept == 1
+            assert "intruder" in listing(t3, dst)
+            t3.delete_object(Bucket=dst, Key="intruder")
+            await eventually(converged(cloud, src, dst), timeout=30)
+
+
+async def test_scheduled_reconcile_repairs_exactly_the_lost_events_and_counts_them(cloud, sqlite_url):
+    src, dst = cloud.bucket(), cloud.bucket("eu-west-1")
+    s3 = cloud.s3()
+    url, arn = _queue(cloud)
+    # notifications only for "kept/": writes under "lost/" have their events dropped (10 %)
+    s3.put_bucket_notification_configuration(Bucket=src, NotificationConfiguration={"QueueConfigurations": [
+        {"QueueArn": arn, "Events": ["s3:ObjectCreated:*"],
+         "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "kept/"}]}}}]})
+    cfg = config(sqlite_url, [mirror("m", cloud, src, [dst], url, reconcile_every="1s", backfill=True)])
+    async with running(cfg) as r:
+        from cloudmirror.ledger.runs import Runs
+
+        runs = Runs(r.ledger)
+        await eventually(lambda: runs.has_finished("m", cfg.mirrors[0].targets[0].name), timeout=30,
+                         message="the first (backfill) run did not finish")
+        for i in range(45):
+            s3.put_object(Bucket=src, Key=f"kept/{i:02}", Body=b"k")
+        for i in range(5):
+            s3.put_object(Bucket=src, Key=f"lost/{i}", Body=b"l")
+        await eventually(converged(cloud, src, dst), timeout=60)
+        await eventually(drained(r.ledger), timeout=30)
+        missed = Runs(r.ledger).missed_events()
+        assert missed == {("m", cfg.mirrors[0].targets[0].name): 5}
+        with r.ledger.reader.connect() as conn:
+            listed = sorted(k for (k,) in conn.execute(select(versions.c.key).where(versions.c.origin == "reconcile")))
+        assert listed == [f"lost/{i}" for i in range(5)]
+        from cloudmirror.service import status
+
+        assert status(cfg, r.ledger)[0]["missed_events"] == 5
+
+
+def _queue(cloud: Cloud) -> tuple[str, str]:
+    from cloudmirror.events.sqs import create_queue
+
+    return create_queue(cloud.endpoint, "us-east-1", name("q"))
