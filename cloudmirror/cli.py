@@ -102,7 +102,7 @@ def status(config: ConfigOpt = DEFAULT_CONFIG,
     """Per mirror and target: pending, failed, completed, and the RPO (oldest pending age)."""
     from cloudmirror.ledger.db import LedgerError, describe, redact
     from cloudmirror.ledger.repo import Ledger
-    from cloudmirror.service import status as status_rows
+    from cloudmirror.service import group_status, status as status_rows
 
     cfg = _config(config)
     ledger = Ledger(cfg.ledger, pool_size=0)
@@ -114,10 +114,28 @@ def status(config: ConfigOpt = DEFAULT_CONFIG,
         raise fail(f"cannot read the ledger {redact(cfg.ledger)}: {describe(e)}") from None
     finally:
         ledger.close()
+    groups = group_status(cfg, rows)
     if as_json:
-        console.print_json(json.dumps(rows, default=str))
+        console.print_json(json.dumps({"targets": rows, "groups": groups} if groups else rows, default=str))
         return
     console.print(status_table(rows))
+    if groups:
+        console.print(group_table(groups))
+
+
+def group_table(groups: list[dict]) -> Table:
+    from datetime import UTC, datetime
+
+    table = Table(title="consistency groups", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("group", "mirrors", "recovery point (UTC)", "RPO", "objective", "lagging"):
+        table.add_column(col)
+    for g in groups:
+        rpo = f"{g['rpo_seconds']:.1f}s"
+        table.add_row(g["group"], ", ".join(g["mirrors"]),
+                      datetime.fromtimestamp(g["recovery_point"], UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                      rpo if g["objective_met"] else f"[red]{rpo}[/red]", f"{g['rpo_objective']:g}s",
+                      g["lagging"] or "-")
+    return table
 
 
 def status_table(rows: list[dict]) -> Table:

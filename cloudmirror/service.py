@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from dataclasses import dataclass, field
 
 from cloudmirror.config import Config, Mirror, Target
@@ -70,6 +71,24 @@ def status(config: Config, ledger: Ledger) -> list[dict]:
             r["objective_met"] = r["rpo_seconds"] <= m.rpo_objective
             r["missed_events"] = missed.get((m.name, t.name), 0)
             out.append(r)
+    return out
+
+
+def group_status(config: Config, rows: list[dict], *, now: float | None = None) -> list[dict]:
+    """Per consistency group: its recovery point is the earliest source write time still
+    pending on any target of any of its mirrors (now when nothing is pending); its RPO is
+    the worst of its targets'; `lagging` names the mirror and target that set it."""
+    now = time.time() if now is None else now
+    out = []
+    for g in config.groups:
+        members = [r for r in rows if r["mirror"] in g.mirrors]
+        worst = max(members, key=lambda r: r["rpo_seconds"], default=None)
+        rpo = worst["rpo_seconds"] if worst else 0.0
+        objective = min((config.mirror(m).rpo_objective for m in g.mirrors), default=0.0)
+        out.append(dict(group=g.name, mirrors=list(g.mirrors), rpo_seconds=rpo, recovery_point=now - rpo,
+                        lagging=(f"{worst['mirror']} -> {worst['target']}" if worst and rpo > 0 else None),
+                        pending=sum(r["pending"] + r["in_progress"] for r in members),
+                        rpo_objective=objective, objective_met=rpo <= objective))
     return out
 
 

@@ -106,3 +106,36 @@ def _queue(cloud: Cloud) -> tuple[str, str]:
     from cloudmirror.events.sqs import create_queue
 
     return create_queue(cloud.endpoint, "us-east-1", name("q"))
+
+
+async def test_consistency_group_recovery_point_is_the_lagging_mirrors_oldest_pending_write(cloud, sqlite_url):
+    """Two mirrors in one group; one is paused (lagging): the group's recovery point is the
+    source time of that mirror's oldest pending write."""
+    import time
+
+    from cloudmirror.config import validate_config
+    from cloudmirror.service import group_status, status
+    from tests.integration.harness import FAST_WORKERS
+
+    a_src, a_dst, b_src, b_dst = cloud.bucket(), cloud.bucket("eu-west-1"), cloud.bucket(), cloud.bucket("eu-west-1")
+    qa, qb = cloud.queue_for(a_src), cloud.queue_for(b_src)
+    cfg = validate_config({"ledger": sqlite_url, "workers": FAST_WORKERS,
+                           "mirrors": [mirror("a", cloud, a_src, [a_dst], qa, rpo_objective="1h"),
+                                       mirror("b", cloud, b_src, [b_dst], qb, rpo_objective="10m", paused=True)],
+                           "groups": [{"name": "billing-dr", "mirrors": ["a", "b"]}]})
+    s3 = cloud.s3()
+    async with running(cfg) as r:
+        s3.put_object(Bucket=b_src, Key="first", Body=b"1")
+        await eventually(lambda: r.ledger.backlog("b") == 1, timeout=30, message="b's write not recorded")
+        [first] = r.ledger.replications_for("b", "first")
+        s3.put_object(Bucket=b_src, Key="second", Body=b"2")
+        for i in range(5):
+            s3.put_object(Bucket=a_src, Key=f"a{i}", Body=b"a")
+        await eventually(converged(cloud, a_src, a_dst), timeout=60)
+        await eventually(lambda: r.ledger.backlog("b") == 2, timeout=30)
+        now = time.time()
+        [g] = group_status(cfg, status(cfg, r.ledger), now=now)
+        assert g["group"] == "billing-dr" and g["lagging"].startswith("b -> ")
+        assert g["recovery_point"] == pytest.approx(first["source_time"], abs=1e-3)
+        assert g["rpo_seconds"] == pytest.approx(now - first["source_time"], abs=1e-3)
+        assert g["pending"] == 2 and g["rpo_objective"] == 600.0
