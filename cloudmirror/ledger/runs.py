@@ -26,14 +26,16 @@ class Runs:
         self.ledger = ledger
 
     def start(self, mirror: str, target: str, kind: str, *, resume: bool = True) -> tuple[int, str | None]:
-        """Start a run, or resume the newest unfinished one of the same kind (after a crash)
-        from its checkpointed position. Returns (run id, position to list after or None)."""
+        """Start a run, or resume the newest run of the same kind when it did not finish (the
+        process died, or a listing failed) from its checkpointed position. Returns (run id,
+        position to list after or None)."""
         with self.ledger.engine.begin() as conn:
             if resume:
-                row = conn.execute(select(RUN.id, RUN.position).where(
-                    RUN.mirror == mirror, RUN.target == target, RUN.kind == kind, RUN.status == "running")
+                row = conn.execute(select(RUN.id, RUN.position, RUN.status).where(
+                    RUN.mirror == mirror, RUN.target == target, RUN.kind == kind)
                     .order_by(RUN.id.desc()).limit(1)).first()
-                if row is not None:
+                if row is not None and row.status != "finished":
+                    conn.execute(update(reconcile_runs).where(RUN.id == row.id).values(status="running", error=None))
                     return row.id, row.position
             run_id = conn.execute(insert(reconcile_runs).values(
                 mirror=mirror, target=target, kind=kind, status="running", started_at=time.time())
