@@ -163,6 +163,8 @@ class Mirror(_Strict):
     # (a backfill of existing objects), and every `reconcile_every` (finds missed events)
     backfill: bool = False
     reconcile_every: float | None = None
+    # a reconcile leaves objects written this recently to their events (not yet judged missed)
+    reconcile_grace: float = 60.0
 
     @field_validator("source")
     @classmethod
@@ -180,6 +182,11 @@ class Mirror(_Strict):
     @field_validator("rpo_objective", mode="before")
     @classmethod
     def _rpo(cls, v: Any) -> float:
+        return parse_duration(v)
+
+    @field_validator("reconcile_grace", mode="before")
+    @classmethod
+    def _grace(cls, v: Any) -> float:
         return parse_duration(v)
 
     @field_validator("reconcile_every", mode="before")

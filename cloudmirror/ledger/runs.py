@@ -85,6 +85,19 @@ class Runs:
             return {r[0] for r in conn.execute(select(R.key).where(
                 R.mirror == mirror, R.target == target, R.key.in_(list(keys)), R.status.in_(OPEN_STATUSES)))}
 
+    def copied(self, mirror: str, target: str, keys: Sequence[str], since: float) -> dict[str, set[str]]:
+        """Per key, the source etags copied to `target` by replications completed at or
+        after `since` (after a listing began, so the listing may not show them)."""
+        out: dict[str, set[str]] = defaultdict(set)
+        if not keys:
+            return out
+        with self.ledger.reader.connect() as conn:
+            for key, etag in conn.execute(select(R.key, R.copied_etag).where(
+                    R.mirror == mirror, R.target == target, R.key.in_(list(keys)), R.status == "completed",
+                    R.copied_etag.is_not(None), R.completed_at >= since)):
+                out[key].add(etag)
+        return out
+
     def seen(self, mirror: str, keys: Sequence[str]) -> dict[str, set[str]]:
         """Per key, every etag and version id the ledger has recorded (events or listings)."""
         out: dict[str, set[str]] = defaultdict(set)

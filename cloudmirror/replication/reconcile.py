@@ -12,7 +12,8 @@ objects). For each key in the mirror's scope:
 - only on the target -> a delete when the mirror replicates deletes, else reported.
 
 A key whose replication to this target is already pending or in progress is left to that
-job. A difference for a source version the ledger never saw is a *missed event*: counted
+job, and (except in a backfill) so is an object written within the mirror's
+`reconcile_grace`, whose event may still be on its way. A difference for a source version the ledger never saw is a *missed event*: counted
 on the run, which is how operators learn their notifications are broken. A backfill is a
 reconcile of a target that has never been reconciled; it does not count missed events.
 
@@ -50,9 +51,11 @@ class Progress:
     extra: int = 0
     extra_kept: int = 0  # extra on the target, but deletes are not replicated: reported only
     in_flight: int = 0  # differences already being repaired by a pending job
+    too_recent: int = 0  # written within reconcile_grace: left to its event until the next run
     missed_events: int = 0
     recorded: int = 0
     started: float = field(default_factory=time.monotonic)
+    wall_start: float = field(default_factory=time.time)  # before either listing began
     examples: list[str] = field(default_factory=list)  # a few differing keys, for reports
 
     @property
@@ -172,6 +175,13 @@ class Reconciler:
         recorded = head.metadata.get(SOURCE_VERSION_KEY)
         return None if recorded and recorded in (s.version_id, s.etag) else "stale"
 
+    async def _in_sync_now(self, key: str, s: ObjectMeta) -> bool:
+        try:
+            t = await self.dst.store.head(self.dst.location.full_key(key))
+        except NotFound:
+            return False
+        return await self._differs(key, s, t, checksum=False) is None
+
     @staticmethod
     async def _md5(ep: Endpoint, key: str) -> str | None:
         try:
@@ -190,11 +200,19 @@ class Reconciler:
         keys = [k for k, _, _ in page]
         busy = await asyncio.to_thread(self.runs.open_keys, self.mirror.name, self.target.name, keys) if keys else set()
         seen = await asyncio.to_thread(self.runs.seen, self.mirror.name, keys) if keys else {}
+        copied = (await asyncio.to_thread(self.runs.copied, self.mirror.name, self.target.name, keys, prog.wall_start)
+                  if keys else {})
         items, missed = [], 0
         now = time.time()
+        recent = now - self.mirror.reconcile_grace
         for key, op, s in page:
-            if key in busy:
+            # being repaired, or copied since the target was listed (then look again)
+            if key in busy or (op == "put" and s is not None and s.etag in copied.get(key, ())
+                               and await self._in_sync_now(key, s)):
                 prog.in_flight += 1
+                continue
+            if prog.kind == "reconcile" and s is not None and s.last_modified and s.last_modified.timestamp() > recent:
+                prog.too_recent += 1  # its event may still be on its way: judged by the next run
                 continue
             if op == "put" and prog.kind == "reconcile" and not ({s.etag, s.version_id} & seen.get(key, set())):
                 missed += 1

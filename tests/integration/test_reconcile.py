@@ -79,7 +79,8 @@ async def test_scheduled_reconcile_repairs_exactly_the_lost_events_and_counts_th
     s3.put_bucket_notification_configuration(Bucket=src, NotificationConfiguration={"QueueConfigurations": [
         {"QueueArn": arn, "Events": ["s3:ObjectCreated:*"],
          "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "kept/"}]}}}]})
-    cfg = config(sqlite_url, [mirror("m", cloud, src, [dst], url, reconcile_every="1s", backfill=True)])
+    cfg = config(sqlite_url, [mirror("m", cloud, src, [dst], url, reconcile_every="1s", backfill=True,
+                                 reconcile_grace="8s")])
     async with running(cfg) as r:
         from cloudmirror.ledger.runs import Runs
 
@@ -132,7 +133,7 @@ async def test_consistency_group_recovery_point_is_the_lagging_mirrors_oldest_pe
         for i in range(5):
             s3.put_object(Bucket=a_src, Key=f"a{i}", Body=b"a")
         await eventually(converged(cloud, a_src, a_dst), timeout=60)
-        await eventually(lambda: r.ledger.backlog("b") == 2, timeout=30)
+        await eventually(lambda: r.ledger.backlog("a") == 0 and r.ledger.backlog("b") == 2, timeout=30)
         now = time.time()
         [g] = group_status(cfg, status(cfg, r.ledger), now=now)
         assert g["group"] == "billing-dr" and g["lagging"].startswith("b -> ")
