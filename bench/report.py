@@ -1,7 +1,8 @@
 """docs/benchmarks.md from the figures of one run. A hand-written block between the
-ANALYSIS markers of an existing file is carried over unchanged. The cross-provider section
-sits between its own markers: a run without it keeps the previous one, and a run of only
-that scenario (`--only xprovider`) replaces it in place, keeping the S3 sections as they are."""
+ANALYSIS markers of an existing file is carried over unchanged. The cross-provider and the
+reconciliation sections sit between their own markers: a run without one keeps the previous
+one, and a run of only that scenario (`--only xprovider`, `--only reconcile`) replaces it in
+place, keeping the other sections as they are."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from pathlib import Path
 
 BEGIN, END = "<!-- analysis:begin -->", "<!-- analysis:end -->"
 XP_BEGIN, XP_END = "<!-- xprovider:begin -->", "<!-- xprovider:end -->"
+RC_BEGIN, RC_END = "<!-- reconcile:begin -->", "<!-- reconcile:end -->"
 S3_SCENARIOS = ("small", "big", "latency", "profile")
 
-GOALS = {"storage": 1.05, "queue": 0.2, "cpu_ms": 1.0, "wall_ratio": 1.1, "p99_ms": 250.0, "xp_storage": 2.05}
+GOALS = {"storage": 1.05, "queue": 0.2, "cpu_ms": 1.0, "wall_ratio": 1.1, "p99_ms": 250.0, "xp_storage": 2.05,
+         "reconcile_ratio": 1.0, "backfill_ratio": 1.1}
 
 USAGE = """\
 # Benchmarks
@@ -24,12 +27,15 @@ USAGE = """\
 .venv/bin/python -m bench.run --objects 200 --big 2 --rate 50 --rate-seconds 5 --out /tmp/bench.md   # smoke run, ~1 min
 .venv/bin/python -m bench.run --only xprovider      # only the cross-provider rows (section 5), ~3 min; the rest is kept
 .venv/bin/python -m bench.run --only xprovider --objects 200 --big 4 --out /tmp/bench-small.md   # its smoke run
+.venv/bin/python -m bench.run --only reconcile      # only the reconciliation rows (sections 6-7); the rest is kept
+.venv/bin/python -m bench.run --only reconcile --reconcile-objects 1000 --backfill-objects 200 --out /tmp/rb.md   # its smoke run
 .venv/bin/python -m bench.run --from-json /tmp/bench.json   # re-render this file from saved figures
 ```
 
 Options: `--objects N` (small objects, 4 KiB), `--big N` (32 MiB objects), `--rate R[,R2...] --rate-seconds S`
-(latency scenario, one per rate; the first is judged against the goal), `--only small,big,latency,profile,xprovider`,
-`--targets azure,gcs` and `--no-peer-requests` (cross-provider scenario),
+(latency scenario, one per rate; the first is judged against the goal), `--only small,big,latency,profile,xprovider,reconcile`,
+`--targets azure,gcs` and `--no-peer-requests` (cross-provider scenario), `--reconcile-objects N` (default
+20,000), `--backfill-objects N` (default 2,000) and `--reconcile-rounds R` (default 2) (reconciliation scenario),
 `--profile auto|py-spy|cprofile|off` (one extra, separately profiled drain of `--objects` small objects;
 py-spy when installed, else cProfile in-process; py-spy is never required), `--out FILE` (this file),
 `--json FILE` (raw figures), `--from-json FILE` (render only), `--keep` (keep the work dir: configs,
@@ -74,6 +80,20 @@ sits next to the emulator's CPU):
    Peak RSS is `VmHWM` from `/proc/PID/status` (cloudmirror: read when the last replica completed;
    rclone: sampled every 20 ms until exit -- wait4's `ru_maxrss` is inflated by the bench's own RSS,
    which exec folds in). Emulator CPU is moto's plus the target emulator's over each run.
+6. **No-op reconcile** -- `--reconcile-objects` x 4 KiB written once to a us-east-1 bucket (no
+   notifications) and copied to a eu-west-1 bucket with `s5cmd cp`, so both sides are identical
+   (single-part objects: plain-MD5 etags, so every tool compares from the listings alone). Then, in
+   `--reconcile-rounds` interleaved rounds, one at a time: `cloudmirror reconcile bench -c CFG --json`
+   (fresh SQLite ledger created by `cloudmirror db upgrade` beforehand; the first round is a run of kind
+   `backfill`, later ones `reconcile`; its Prometheus counters are dumped at exit by a `python -c`
+   wrapper around `cloudmirror.cli.app`), `rclone check s3src:SRC s3src:DST --one-way --fast-list`
+   (rclone.conf as in 5) and `s5cmd --dry-run sync 's3://SRC/*' 's3://DST/'`. Wall is start -> exit, the
+   best round counts. Requests are counted from moto's access log (werkzeug logs every request line)
+   over each run's window, for all three tools alike. One more cloudmirror run, untimed, under cProfile
+   (main thread: the event loop that lists, parses and compares).
+7. **Backfill** -- `--backfill-objects` x 4 KiB in a fresh source bucket; `cloudmirror run -c CFG` on a
+   mirror with `backfill: true` and `events: []` (otherwise the config of 1), timed from process start
+   to the last `completed_at` in its ledger, then `s5cmd cp 's3://SRC/*' 's3://PEER/'`; both checked.
 
 Emulator CPU is moto's utime + stime from `/proc/PID/stat` before/after each phase.
 """
@@ -356,6 +376,158 @@ def xprovider_section(x: dict, meta: dict) -> str:
     return "\n".join(out)
 
 
+def _cell(v, limit: int = 240) -> str:
+    """One table cell: no newlines, no bare pipes, not too long (error messages carry log tails)."""
+    text = " ".join(str(v).split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _req_summary(d: dict | None, n: int, per: float = 1.0) -> str:
+    """'total (op count, ...)' of a request-count dict, scaled by n/per."""
+    if not d:
+        return "0"
+    parts = ", ".join(f"{k} {v * per / n:.3g}" for k, v in sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))
+    return f"{sum(d.values()) * per / n:.3g} ({parts})"
+
+
+def _listing(d: dict | None) -> float:
+    return sum(v for k, v in (d or {}).items() if k.split(" ")[0] in ("ListObjectsV2", "ListObjects", "ListObjectVersions"))
+
+
+def _best(rounds: list[dict], tool: str) -> dict | None:
+    runs = [r[tool] for r in rounds if r.get(tool) and r[tool].get("wall") is not None]
+    return min(runs, key=lambda r: r["wall"]) if runs else None
+
+
+def noop_section(x: dict) -> str:
+    """Section 6: cloudmirror reconcile vs rclone check vs s5cmd sync --dry-run, no differences."""
+    n, rounds = x["objects"], x["rounds"]
+    tools = ("cloudmirror", "rclone", "s5cmd")
+    best = {t: _best(rounds, t) for t in tools}
+    if not all(best.values()):
+        return f"- **failed**: no figures for {', '.join(t for t in tools if not best[t])}"
+    cm = best["cloudmirror"]
+    peer_name = min(("rclone", "s5cmd"), key=lambda t: best[t]["wall"])
+    ratio = cm["wall"] / best[peer_name]["wall"]
+    checks = {t: not best[t].get("error") and not best[t].get("verify") for t in tools}
+
+    def kinds(t: str) -> str:
+        walls = []
+        for r in rounds:
+            d = r[t]
+            kind = f" {(d.get('result') or {}).get('kind', '?')}" if t == "cloudmirror" else ""
+            walls.append(f"{d['wall']:.2f}{kind}")
+        return ", ".join(walls)
+
+    check = {
+        "cloudmirror": (lambda d: f"{(d.get('result') or {}).get('listed')} listed, 0 differences, 0 recorded"
+                        if not d.get("verify") else f"**{d['verify']}**"),
+        "rclone": (lambda d: f"{d.get('matching')} matching, {d.get('differences')} differences"
+                   if not d.get("error") else f"**{d['error']}**"),
+        "s5cmd": (lambda d: f"{d.get('would_copy')} copies planned" if not d.get("error") else f"**{d['error']}**"),
+    }
+    rows = [
+        ("wall, best of the rounds: start -> exit (s)", lambda t, d: _f(d["wall"]), ""),
+        ("wall, every round (s)", lambda t, d: kinds(t), ""),
+        (f"**wall / the faster peer ({peer_name})**", lambda t, d: _f(d["wall"] / best[peer_name]["wall"]),
+         f"cloudmirror <= {GOALS['reconcile_ratio']}: {_met(ratio, GOALS['reconcile_ratio'])}"
+         + ("" if all(checks.values()) else " (a check failed)")),
+        ("objects compared per second", lambda t, d: _f(n / d["wall"], ".0f"), ""),
+        ("**listing requests per 1,000 objects** (both sides, moto's log)",
+         lambda t, d: _f(1000 * _listing(d["requests"]) / n, ".2f"), ""),
+        ("all requests (moto's log: total per 1,000 objects, by operation)",
+         lambda t, d: _req_summary(d["requests"], n, 1000), ""),
+        ("client CPU, best round (s)", lambda t, d: _f(d["cpu"]), ""),
+        ("client CPU per 1,000 objects (ms)", lambda t, d: _f(1e6 * d["cpu"] / n, ".0f"), ""),
+        ("emulator (moto) CPU, best round (s)", lambda t, d: _f(d["moto_cpu"]), ""),
+        ("result check", lambda t, d: check[t](d), ""),
+        ("exit code", lambda t, d: str(d["exit_code"]), ""),
+    ]
+    head = ["| | `cloudmirror reconcile` | `rclone check --one-way --fast-list` | `s5cmd --dry-run sync` | goal |",
+            "|---|---|---|---|---|"]
+    out = head + [f"| {label} | " + " | ".join(_cell(fn(t, best[t])) for t in tools) + f" | {goal} |"
+                  for label, fn, goal in rows]
+    floor, w, seed = x.get("startup_floor") or {}, x.get("write") or {}, x.get("seed") or {}
+    out += ["",
+            f"- cloudmirror's own counters (`cloudmirror_storage_requests_total`, dumped at exit): "
+            f"{_req_summary(cm.get('storage_requests'), n, 1000)} per 1,000 objects; moto's log saw "
+            f"{_req_summary(cm['requests'], n, 1000)}.",
+            f"- Python's share of cloudmirror's wall: importing `cloudmirror.cli`, `cloudmirror.service` and "
+            f"`cloudmirror.stores.s3` alone takes {_f(floor.get('wall'))} s wall, {_f(floor.get('cpu'))} s CPU "
+            f"(a separate `python -c` run); rclone and s5cmd start in milliseconds.",
+            f"- Setup, not timed: writing the {n:,} source objects took {_f(w.get('wall'))} s "
+            f"({_f(w.get('moto_cpu'))} s of moto CPU); seeding the target with `s5cmd cp` {_f(seed.get('wall'))} s."]
+    if p := x.get("profile"):
+        total = max(p["seconds"], 1e-9)
+        out += ["", f"Profile (cProfile of the main thread -- the event loop that lists, parses and compares -- "
+                f"in one more, untimed run: {p['wall']:.2f} s wall, {p['cpu']:.2f} s CPU, "
+                f"{p['seconds']:.2f} s of profiled self time including imports):", "",
+                "| self time by library (leaf frame) | share |", "|---|---|"]
+        out += [f"| {k} | {100 * v / total:.1f} % |" for k, v in p["self"].items()]
+        out += ["", "| inclusive time, cloudmirror functions | share |", "|---|---|"]
+        out += [f"| `{k}` | {100 * v / total:.1f} % |" for k, v in p["inclusive_func"].items()]
+    return "\n".join(out)
+
+
+def backfill_section(b: dict) -> str:
+    """Section 7: a `backfill: true` mirror copying the existing objects vs s5cmd cp."""
+    n, cm, peer = b["objects"], b.get("cloudmirror") or {}, b.get("s5cmd") or {}
+    if not cm.get("wall") or not peer.get("wall"):
+        return f"- **failed**: {cm.get('verify') or peer.get('verify') or 'no figures'}"
+    ratio = cm["wall"] / peer["wall"]
+    ok = not cm.get("verify") and not peer.get("verify")
+    cpu_ratio = cm["cpu_total"] / peer["cpu"] if peer.get("cpu") else None
+    moto_ratio = cm["moto_cpu"] / peer["moto_cpu"] if peer.get("moto_cpu") else None
+    rows = [
+        ("wall: process start -> last replica / exit (s)", _f(cm["wall"]), _f(peer["wall"]), _f(ratio),
+         f"<= {GOALS['backfill_ratio']}: {_met(ratio, GOALS['backfill_ratio'])}" + ("" if ok else " (a check failed)")),
+        ("  - backfill listing finished (s after start)", _f(cm.get("listing_done_s")), "", "", ""),
+        ("  - first copy claimed (s after start)", _f(cm.get("first_copy_s")), "", "", ""),
+        ("  - first claim -> last replica (s)", _f(cm.get("wall_replicating")), "",
+         _f(cm["wall_replicating"] / peer["wall"]) if cm.get("wall_replicating") else "", ""),
+        ("objects/s (end to end)", _f(n / cm["wall"], ".0f"), _f(n / peer["wall"], ".0f"), "", ""),
+        ("client CPU, whole process (s)", _f(cm["cpu_total"]), _f(peer["cpu"]), _f(cpu_ratio), ""),
+        ("client CPU per object (ms)", _f(1000 * cm["cpu_total"] / n), _f(1000 * peer["cpu"] / n), "", ""),
+        ("  - up to the last replica (ms)", _f(1000 * cm["cpu_at_done"] / n), "", "", ""),
+        ("storage requests per object (cloudmirror's /metrics)", _req_summary(cm.get("storage_requests"), n), "-", "", ""),
+        ("requests per object (moto's log)", _req_summary(cm.get("requests"), n), _req_summary(peer.get("requests"), n),
+         "", ""),
+        ("listing requests per 1,000 objects (moto's log)", _f(1000 * _listing(cm.get("requests")) / n),
+         _f(1000 * _listing(peer.get("requests")) / n), "", ""),
+        ("emulator (moto) CPU (s)", _f(cm["moto_cpu"]), _f(peer["moto_cpu"]), _f(moto_ratio), ""),
+        ("result check (keys, sizes, etags vs the source)", cm.get("verify") or "ok, converged",
+         peer.get("verify") or "ok", "", ""),
+        ("exit code", str(cm.get("exit_code")), str(peer.get("exit_code")), "", ""),
+    ]
+    out = ["| | cloudmirror `run` (`backfill: true`) | `s5cmd cp` | cloudmirror / s5cmd | goal |", "|---|---|---|---|---|"]
+    out += [f"| {a} | {_cell(c)} | {_cell(d)} | {e} | {g} |" for a, c, d, e, g in rows]
+    runs = "; ".join(f"{r['kind']} {r['status']}: {r['listed']} listed, {r['missing']} missing" for r in cm.get("runs", []))
+    w = b.get("write") or {}
+    out += ["", f"Ledger `{cm.get('statuses')}`; reconcile runs: {runs or 'none'}. Writing the {n:,} source objects "
+            f"(not timed) took {_f(w.get('wall'))} s. Command: `{cm.get('command')}`; "
+            f"`{peer.get('command')}` into another eu-west-1 bucket."]
+    return "\n".join(out)
+
+
+def reconcile_section(r: dict, meta: dict) -> str:
+    """Sections 6 and 7, between the reconcile markers."""
+    out = [f"## Results, reconciliation -- {meta['date']}", "",
+           f"- Machine: {meta['nproc']} cores ({meta['cpu_model']}), {meta['mem_gib']:.0f} GiB RAM, shared; load "
+           f"average before the run {meta['load_before']}, after {meta.get('load_after', 'n/a')}.",
+           f"- Versions: cloudmirror {meta['cloudmirror']}, rclone {r.get('rclone', 'n/a')}, s5cmd {meta['s5cmd']}, "
+           f"moto {meta['moto']}, Python {meta['python']}.",
+           f"- Command: `{meta['command']}` (total {meta.get('elapsed_s', 0):.0f} s).", ""]
+    if x := r.get("noop"):
+        out += [f"### 6. No-op reconcile of {x['objects']:,} x {x['size'] // 1024} KiB (source and target identical)",
+                "", noop_section(x), ""]
+    if b := r.get("backfill"):
+        out += [f"### 7. Backfill of {b['objects']:,} x {b['size'] // 1024} KiB, us-east-1 -> eu-west-1 "
+                "(server-side copies)", "", backfill_section(b), ""]
+    if r.get("error"):
+        out += [f"**Failed**: {r['error']}", ""]
+    return "\n".join(out).rstrip("\n")
+
+
 def _between(text: str, begin: str, end: str) -> str | None:
     if begin in text and end in text:
         return text.split(begin, 1)[1].split(end, 1)[0].strip("\n")
@@ -367,7 +539,7 @@ def _previous_s3_body(previous: str) -> str:
     if "## Results -- " not in previous:
         return ""
     body = "## Results -- " + previous.split("## Results -- ", 1)[1]
-    for marker in (XP_BEGIN, BEGIN):
+    for marker in (XP_BEGIN, RC_BEGIN, BEGIN):
         body = body.split(marker, 1)[0]
     return body.rstrip("\n") + "\n"
 
@@ -395,11 +567,14 @@ def render(results: dict, previous: str | None) -> str:
                       f"{s['rate']:g} objects/s for {s['seconds']:g} s", "", latency_section(s), ""]
         if p := results.get("profile"):
             parts += ["### 4. Where cloudmirror's CPU goes", "", profile_section(p), ""]
-    else:  # only the cross-provider scenario ran: keep the S3 results of the existing file
+    else:  # only the cross-provider or reconcile scenario ran: keep the S3 results of the existing file
         parts = [USAGE] + ([_previous_s3_body(previous)] if _previous_s3_body(previous) else [])
     xp = xprovider_section(results["xprovider"], meta) if results.get("xprovider") else _between(previous, XP_BEGIN, XP_END)
     if xp:
         parts += [XP_BEGIN, xp, XP_END, ""]
+    rc = reconcile_section(results["reconcile"], meta) if results.get("reconcile") else _between(previous, RC_BEGIN, RC_END)
+    if rc:
+        parts += [RC_BEGIN, rc, RC_END, ""]
     analysis = "## Analysis\n\n(not written yet)\n"
     if (kept := _between(previous, BEGIN, END)) is not None:
         analysis = kept + "\n"

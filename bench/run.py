@@ -23,10 +23,11 @@ from pathlib import Path
 from bench import procs, report
 from bench.cloud import Moto
 from bench.profile import profile_drain
+from bench.reconcile_bench import reconcile_scenario
 from bench.scenarios import Ctx, copy_scenario, latency_scenario, s5cmd_bin
 from bench.xprovider import TARGETS, rclone_version, xprovider_scenario
 
-SCENARIOS = ("small", "big", "latency", "profile", "xprovider")
+SCENARIOS = ("small", "big", "latency", "profile", "xprovider", "reconcile")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,6 +44,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"xprovider scenario: comma-separated subset of {','.join(TARGETS)} (default all)")
     p.add_argument("--no-peer-requests", action="store_true",
                    help="xprovider scenario: skip the untimed `rclone --dump headers` run that counts rclone's requests")
+    p.add_argument("--reconcile-objects", type=int, default=20000,
+                   help="reconcile scenario: objects in the no-op reconcile (default 20000)")
+    p.add_argument("--backfill-objects", type=int, default=2000,
+                   help="reconcile scenario: objects in the backfill (default 2000)")
+    p.add_argument("--reconcile-rounds", type=int, default=2,
+                   help="reconcile scenario: interleaved rounds of the three no-op tools (default 2; the best wall counts)")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"), help="report to write (default docs/benchmarks.md)")
     p.add_argument("--json", type=Path, default=None, help="also write the raw figures as JSON")
     p.add_argument("--keep", action="store_true", help="keep the work dir (configs, ledgers, logs)")
@@ -61,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--targets must be a subset of {','.join(TARGETS)}")
     if a.profile == "off" and "profile" in a.only:
         a.only.remove("profile")
+    if min(a.reconcile_objects, a.backfill_objects, a.reconcile_rounds) < 1:
+        p.error("--reconcile-objects, --backfill-objects and --reconcile-rounds must be positive")
     if min(a.objects, a.big) < 1 or not a.rates or min(a.rates) <= 0 or a.rate_seconds <= 0:
         p.error("--objects, --big, --rate and --rate-seconds must be positive")
     return a
@@ -116,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     atexit.register(procs.cleanup)
     workdir = Path(tempfile.mkdtemp(prefix="cloudmirror-bench-"))
     results: dict = {"meta": machine_meta(argv)}
-    if "xprovider" in args.only:
+    if "xprovider" in args.only or "reconcile" in args.only:
         results["meta"]["rclone"] = rclone_version()
     t0 = time.perf_counter()
     moto = None
@@ -140,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
             elif name == "xprovider":
                 results["xprovider"] = xprovider_scenario(ctx, args.objects, args.big, targets=args.targets,
                                                           count_peer=not args.no_peer_requests)
+            elif name == "reconcile":
+                results["reconcile"] = reconcile_scenario(ctx, args.reconcile_objects, args.backfill_objects,
+                                                          rounds=args.reconcile_rounds, profile=args.profile != "off")
             moto.reset()  # free the emulator's memory; the next scenario starts from nothing
             log(f"{name}: done")
         ok = True
