@@ -14,9 +14,11 @@ import asyncio
 import base64
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from datetime import datetime
 from typing import Any
 
 import aioboto3
+from botocore.utils import parse_timestamp
 
 from cloudmirror.location import Location
 from cloudmirror.stores.base import (
@@ -53,8 +55,24 @@ _SESSIONS: dict[str | None, aioboto3.Session] = {}
 def _session(profile: str | None) -> aioboto3.Session:
     """One session per profile for the process: botocore loads its models once, not per store."""
     if profile not in _SESSIONS:
-        _SESSIONS[profile] = aioboto3.Session(profile_name=profile)
+        session = aioboto3.Session(profile_name=profile)
+        # listings carry one ISO 8601 LastModified per object: botocore's dateutil parser
+        # costs ~43 us each, datetime.fromisoformat ~0.2 us (a third of a no-op reconcile's CPU)
+        session._session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_fast_timestamp)
+        _SESSIONS[profile] = session
     return _SESSIONS[profile]
+
+
+def _fast_timestamp(value):
+    """ISO 8601 timestamps the fast way; anything else (HTTP dates) through botocore's parser."""
+    if isinstance(value, str) and len(value) >= 20 and value[4] == "-" and value[10] == "T":
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed
+    return parse_timestamp(value)
 
 
 class S3Store(S3CopyMixin):
