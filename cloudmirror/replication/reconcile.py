@@ -24,6 +24,7 @@ last source key of the page), so a run killed half way resumes after that key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -67,9 +68,34 @@ class Progress:
         return self.listed / max(time.monotonic() - self.started, 1e-9)
 
 
-async def _relative(it: AsyncIterator[ObjectMeta], prefix: str) -> AsyncIterator[tuple[str, ObjectMeta]]:
-    async for m in it:
-        yield m.key[len(prefix):], m
+async def _relative(it: AsyncIterator[ObjectMeta], prefix: str, ahead: int = 2000
+                    ) -> AsyncIterator[tuple[str, ObjectMeta]]:
+    """Relative keys of a listing, read up to `ahead` objects in advance in a background task
+    so that the source and target listings are fetched concurrently (memory stays bounded)."""
+    queue: asyncio.Queue = asyncio.Queue(maxsize=ahead)
+    done = object()
+
+    async def pump() -> None:
+        try:
+            async for m in it:
+                await queue.put(m)
+            await queue.put(done)
+        except Exception as e:  # noqa: BLE001 - handed to the consumer
+            await queue.put(e)
+
+    task = asyncio.create_task(pump())
+    try:
+        while True:
+            m = await queue.get()
+            if m is done:
+                return
+            if isinstance(m, Exception):
+                raise m
+            yield m.key[len(prefix):], m
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def merge(src: AsyncIterator[tuple[str, ObjectMeta]], dst: AsyncIterator[tuple[str, ObjectMeta]]
