@@ -202,7 +202,8 @@ async def test_per_target_storage_class_and_encryption(cloud, sqlite_url):
         cloud.s3().put_object(Bucket=src, Key="k", Body=b"secret", Metadata={"a": "b"})
         await eventually(converged(cloud, src, ia))
         await eventually(converged(cloud, src, kms))
-        assert r.ledger.count(status="completed") == 2
+        # the bytes land before the worker's batched completion commits: wait for the ledger
+        await eventually(lambda: r.ledger.count(status="completed") == 2, message="both copies recorded")
     s3 = cloud.s3("eu-west-1")
     h = s3.head_object(Bucket=ia, Key="k")
     assert (h.get("StorageClass"), h.get("ServerSideEncryption")) == ("STANDARD_IA", "AES256")
