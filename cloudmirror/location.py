@@ -10,6 +10,7 @@ Credentials never appear here: each SDK's standard chain supplies them.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -21,6 +22,17 @@ _ALLOWED_PARAMS = {
     "file": set(),
     "memory": set(),
 }
+
+
+def is_path_style_host(host: str) -> bool:
+    """Emulator hosts (an IP address or localhost) address accounts by path, not subdomain."""
+    if host == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
 
 
 class LocationError(ValueError):

@@ -26,7 +26,6 @@ since a long ledger outage would otherwise dead-letter good events.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import time
@@ -35,6 +34,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
 from cloudmirror import metrics
+from cloudmirror.location import is_path_style_host
 from cloudmirror.events.base import FeedMessage, MalformedEvent
 from cloudmirror.events.eventgrid import decode_queue_text, parse_document
 
@@ -69,19 +69,9 @@ class QueueAddress:
             return f"https://{self.account}.queue.core.windows.net"
         parts = urlsplit(self.endpoint)
         url = self.endpoint.rstrip("/")
-        if not parts.path.strip("/") and _path_style_host(parts.hostname or ""):
+        if not parts.path.strip("/") and is_path_style_host(parts.hostname or ""):
             url += f"/{self.account}"
         return url
-
-
-def _path_style_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
 
 
 def parse_queue_url(url: str) -> QueueAddress:

@@ -7,14 +7,13 @@ naming what to fix (the environment variable, the parameter).
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from cloudmirror import metrics
-from cloudmirror.location import Location
+from cloudmirror.location import Location, is_path_style_host
 from cloudmirror.stores.base import AccessDenied, FatalError
 
 KEY_ENV = "AZURE_STORAGE_KEY"
@@ -96,19 +95,9 @@ def endpoint_url(location: Location) -> str:
         raise FatalError(f"az://{location.account}/{location.bucket}: InvalidLocation: endpoint {ep!r} is not an "
                          "http(s) URL", code="InvalidLocation")
     url = ep.rstrip("/")
-    if not parts.path.strip("/") and _path_style_host(parts.hostname):
+    if not parts.path.strip("/") and is_path_style_host(parts.hostname):
         url += f"/{location.account}"
     return url
-
-
-def _path_style_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
 
 
 def service_id(account_url: str, account: str) -> tuple[str, str, int | None]:
