@@ -55,7 +55,7 @@ PAIRS = [(s, t) for s in PROVIDERS for t in PROVIDERS]
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("pair", PAIRS, ids=[f"{s}-to-{t}" for s, t in PAIRS])
 async def test_mirror_converges_between_any_two_providers(pair, cloud, tmp_path, sqlite_url):
-    await converge_pair(pair, cloud, tmp_path, sqlite_url)
+    await assert_pair_converges(pair, cloud, tmp_path, sqlite_url)
 
 
 @pytest.mark.postgres
@@ -63,10 +63,10 @@ async def test_mirror_converges_between_any_two_providers(pair, cloud, tmp_path,
 @pytest.mark.parametrize("pair", [("gcs", "azure"), ("azure", "gcs")], ids=["gcs-to-azure", "azure-to-gcs"])
 async def test_cross_provider_mirror_on_postgres(pair, cloud, tmp_path, pg_url):
     """The same with the ledger on PostgreSQL (the several-workers setup)."""
-    await converge_pair(pair, cloud, tmp_path, pg_url)
+    await assert_pair_converges(pair, cloud, tmp_path, pg_url)
 
 
-async def converge_pair(pair: tuple[str, str], cloud: dict, tmp_path, ledger_url: str) -> None:
+async def assert_pair_converges(pair: tuple[str, str], cloud: dict, tmp_path, ledger_url: str) -> None:
     src_kind, dst_kind = pair
     src_p = Provider(src_kind, cloud, tmp_path)
     dst_p = src_p if dst_kind == src_kind else Provider(dst_kind, cloud, tmp_path)

@@ -17,7 +17,7 @@ from tests.integration.providers import Provider, snapshot
 BODIES = [b"version one", b"version two!", b"version three!!"]
 
 
-async def _converged_on_newest(r, src: str, dst: str, newest_etag: str) -> None:
+async def _assert_converged_on_newest(r, src: str, dst: str, newest_etag: str) -> None:
     async def newest_there():
         snap = await snapshot(dst)
         return r.ledger.backlog() == 0 and snap.get("k", {}).get("size") == len(BODIES[-1])
@@ -56,7 +56,7 @@ async def test_azure_events_duplicated_and_reordered(schema, tmp_path, azurite, 
             await _send(queue, events[i])
         cfg = config(sqlite_url, [{"name": "m", "source": src, "targets": [dst], "events": [feed]}])
         async with running(cfg) as r:
-            await _converged_on_newest(r, src, dst, metas[-1].etag)
+            await _assert_converged_on_newest(r, src, dst, metas[-1].etag)
             # a late duplicate of the oldest event changes nothing
             await _send(queue, events[0])
             oldest = lambda: next(row for row in r.ledger.replications_for("m", "k")  # noqa: E731
@@ -104,6 +104,6 @@ async def test_gcs_events_duplicated_and_reordered(tmp_path, gcs_with_events, pu
     try:
         cfg = config(sqlite_url, [{"name": "m", "source": src, "targets": [dst], "events": [feed]}])
         async with running(cfg) as r:
-            await _converged_on_newest(r, src, dst, puts[-1].etag)
+            await _assert_converged_on_newest(r, src, dst, puts[-1].etag)
     finally:
         await gcs.close()
