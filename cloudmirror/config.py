@@ -150,6 +150,11 @@ class Filter(_Strict):
         return not self.suffixes or any(rel_key.endswith(s) for s in self.suffixes)
 
 
+# stores that keep a version history (S3 and Azure with versioning enabled, GCS with object
+# versioning); a disk has none
+VERSIONED_SCHEMES = frozenset({"s3", "gs", "az", "memory"})
+
+
 class Mirror(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
     source: str
@@ -165,6 +170,9 @@ class Mirror(_Strict):
     reconcile_every: float | None = None
     # a reconcile leaves objects written this recently to their events (not yet judged missed)
     reconcile_grace: float = 60.0
+    # latest: targets hold each key's current version; all: every source version is copied,
+    # oldest first, to versioned targets (their version history follows the source's)
+    versions: Literal["latest", "all"] = "latest"
 
     @field_validator("source")
     @classmethod
@@ -210,6 +218,11 @@ class Mirror(_Strict):
             if t.url in seen:
                 raise ValueError(f"targets[{i}] is listed twice: {t.url}")
             seen.add(t.url)
+        if self.versions == "all":
+            for where, loc in [("source", src)] + [(f"targets[{i}]", t.location) for i, t in enumerate(self.targets)]:
+                if loc.scheme not in VERSIONED_SCHEMES:
+                    raise ValueError(f"versions: all needs versioned buckets, and {where} ({loc.scheme}://) "
+                                     "has no version history")
         return self
 
     @model_validator(mode="before")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from cloudmirror import metrics
 from cloudmirror.config import Config, Mirror, Target
 from cloudmirror.ledger.repo import LISTED_ORIGINS, Job, Ledger
+from cloudmirror.replication.history import sync_history
 from cloudmirror.replication.transfer import Endpoint, close_source, copy_object, open_source, server_side
 from cloudmirror.stores.base import GetResult, NotFound, ObjectMeta, PreconditionFailed, StoreError
 
@@ -225,6 +226,8 @@ class WorkerPool:
         if job.upload_id:  # a previous attempt died mid-upload: clean up first
             await dst.store.abort_upload(dst.location.full_key(job.key), job.upload_id)
             await asyncio.to_thread(self.ledger.set_upload_id, job.id, None)
+        if m.versions == "all":
+            return await self._sync_history(m, t, job, src, dst)
         # a streamed copy starts with the GET: its response describes the version, no HEAD
         opened = None
         try:
@@ -269,6 +272,18 @@ class WorkerPool:
         moved = job.etag is not None and meta.etag != job.etag
         return Outcome("completed", f"source had moved on to etag {meta.etag}; copied that" if moved else None,
                        meta=meta, target_etag=result.etag, target_version_id=result.version_id)
+
+    async def _sync_history(self, m: Mirror, t: Target, job: Job, src: Endpoint, dst: Endpoint) -> Outcome:
+        """All-versions mode: whatever version the job names, the key's whole history is
+        brought up to date (replication/history.py)."""
+        async def remember_upload(upload_id: str) -> None:
+            await asyncio.to_thread(self.ledger.set_upload_id, job.id, upload_id)
+
+        done = await sync_history(src, dst, job.key, mirror=m, target=t, settings=self.settings,
+                                  on_upload_started=remember_upload)
+        res = done.result
+        return Outcome("completed", done.detail(), meta=done.last, target_etag=res.etag if res else None,
+                       target_version_id=res.version_id if res else None)
 
     def _is_a_source(self, dst: Endpoint) -> bool:
         cid = dst.location.container_id
