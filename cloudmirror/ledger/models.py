@@ -7,12 +7,17 @@ PostgreSQL compare them the same way.
 - dead_letters: messages that could not be understood, with the raw body and the reason.
 - reconcile_runs: each listing comparison of a source with a target (backfill, reconcile,
   dry run), its resume position and what it found.
+- api_keys: bearer keys of the REST API (SHA-256 of the token, never the token), with a role.
+- audit_log: every mutating API call and key change: who, what, on which target, the outcome.
+- jobs: background work started through the API (a reconcile), its progress and result.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
+    Boolean,
     Column,
     Double,
     ForeignKey,
@@ -137,4 +142,67 @@ reconcile_runs = Table(
     Column("missed_events", BigInteger, nullable=False, server_default="0"),
     Column("error", Text),
     Index("ix_reconcile_runs_mirror", "mirror", "target", "started_at"),
+)
+
+ROLES = ("viewer", "operator", "admin")  # each includes the rights of the ones before it
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False),
+    Column("role", String(16), nullable=False),  # viewer | operator | admin
+    Column("prefix", String(16), nullable=False),  # the token's first characters, for display
+    Column("token_hash", String(64), nullable=False),  # hex SHA-256 of the token
+    Column("created_at", Double, nullable=False),
+    Column("revoked_at", Double),
+    Column("last_used_at", Double),
+    Index("uq_api_keys_token_hash", "token_hash", unique=True),
+    # one active key per name; a revoked key's name can be given again
+    Index(
+        "uq_api_keys_active_name",
+        "name",
+        unique=True,
+        sqlite_where=text("revoked_at IS NULL"),
+        postgresql_where=text("revoked_at IS NULL"),
+    ),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", Double, nullable=False),
+    Column("actor", String(160), nullable=False),  # the key's name, "cli", or "anonymous"
+    Column("key_id", BigInteger),  # the API key used, when there was a valid one
+    Column("action", String(300), nullable=False),  # "POST /v1/mirrors/{name}/reconcile", "keys create"
+    Column("target", Text),  # the concrete path or the object acted on
+    Column("status", Integer, nullable=False),  # the HTTP status answered (CLI: 200 or 4xx alike)
+    Column("detail", Text),
+    Column("client", String(64)),  # the caller's address
+    Index("ix_audit_log_at", "at"),
+)
+
+JOB_STATUSES = ("queued", "running", "finished", "failed")
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),  # reconcile
+    Column("mirror", String(64), nullable=False),
+    Column("target", String(1024)),  # None: every target of the mirror
+    Column("params", JSON, nullable=False),  # what was asked (dry_run, checksum, ...)
+    Column("status", String(16), nullable=False),  # queued | running | finished | failed
+    Column("created_by", String(160), nullable=False),
+    Column("owner", String(160), nullable=False),  # the process running it (host-pid)
+    Column("created_at", Double, nullable=False),
+    Column("started_at", Double),
+    Column("finished_at", Double),
+    Column("heartbeat_at", Double, nullable=False),  # a job whose heartbeat stops was abandoned
+    Column("progress", JSON, nullable=False),  # counters so far
+    Column("result", JSON),  # per target findings, when finished
+    Column("error", Text),
+    Column("dry_run", Boolean, nullable=False),  # changes nothing (also in params)
+    Index("ix_jobs_status", "status", "kind", "mirror"),
 )
