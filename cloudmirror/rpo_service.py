@@ -1,0 +1,161 @@
+"""Service functions for RPO figures and compliance reports, shared by the CLI and the REST
+API (they stay thin: parse, call one of these, present the result).
+
+- rpo_live: per target, mirror and group, now: RPO, backlog, latency percentiles over
+  recent windows, objective met, and recent RPO history from the ledger.
+- build_report / verify_report: the signed compliance report (JSON, CSV, PDF).
+- install_metrics: /metrics gauges computed from the ledger at scrape time.
+
+A failed replication keeps holding its target's RPO until a newer version of its key is
+copied: its version is not on the target (`service.status` counts only open work).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from cloudmirror.config import Config, Mirror
+from cloudmirror.ledger import rpo as ledger_rpo
+from cloudmirror.ledger.repo import Ledger
+from cloudmirror.ledger.runs import Runs
+from cloudmirror.replication import rpo
+from cloudmirror.reports import FORMATS, ReportError, ReportKey, ReportKeyError, render_signed
+from cloudmirror.reports import verify as verify_signed
+from cloudmirror.reports.data import build_data, configured, iso, r3, resolve_scope
+from cloudmirror.reports.signing import load_key
+
+LATENCY_WINDOWS = {"5m": 300.0, "1h": 3600.0, "24h": 86400.0}
+REPORT_MEDIA_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8", "pdf": "application/pdf"}
+HISTORY_POINTS = 120
+
+
+def _scope_mirrors(config: Config, mirror: str | None, group: str | None) -> tuple[list[Mirror], list]:
+    """The mirrors and groups rpo_live reports on. Raises KeyError for unknown names."""
+    if mirror and group:
+        raise ReportError("name a mirror or a group, not both")
+    if mirror:
+        return [config.mirror(mirror)], []
+    if group:
+        _, _, ms, _ = resolve_scope(config, None, group)
+        return ms, [g for g in config.groups if g.name == group]
+    return list(config.mirrors), list(config.groups)
+
+
+def _latency(ledger: Ledger, mirrors: list[str], now: float, target: str | None = None) -> dict:
+    return {w: {k: (r3(v) if k != "count" else v) for k, v in
+                ledger_rpo.latency_percentiles(ledger, mirrors, now - s, now, target=target).items()}
+            for w, s in LATENCY_WINDOWS.items()}
+
+
+def _history(ledger: Ledger, mirrors: list[Mirror], objective: float, now: float, window: float) -> dict:
+    since = now - window
+    rows = configured(ledger_rpo.period_rows(ledger, [m.name for m in mirrors], since, now), mirrors)
+    steps = rpo.rpo_steps([rpo.Interval(r["created_at"], r["end"], r["source_time"]) for r in rows], since, now)
+    worst, at = rpo.worst(steps, since)
+    breaches = rpo.find_breaches(steps, objective, now)
+    return dict(since=iso(since), worst_rpo_seconds=r3(worst), worst_rpo_at=iso(at), breaches=len(breaches),
+                breach_seconds=r3(sum(b.duration for b in breaches)),
+                series=[[r3(t), r3(v)] for t, v in rpo.series(steps, since, now, HISTORY_POINTS)])
+
+
+def _rollup(members: list[dict], objective: float) -> dict:
+    worst = max(members, key=lambda r: r["rpo_seconds"], default=None)
+    rpo_s = worst["rpo_seconds"] if worst else 0.0
+    return dict(rpo_seconds=rpo_s, rpo_objective_seconds=objective, objective_met=rpo_s <= objective,
+                lagging=(f"{worst['mirror']} -> {worst['target']}" if worst and rpo_s > 0 else None),
+                backlog_objects=sum(r["backlog_objects"] for r in members),
+                backlog_bytes=sum(r["backlog_bytes"] for r in members),
+                failed=sum(r["failed"] for r in members))
+
+
+def rpo_live(config: Config, ledger: Ledger, mirror: str | None = None, group: str | None = None,
+             now: float | None = None, *, history: float = 3600.0) -> dict:
+    """Live RPO figures: {"now", "targets": [...], "mirrors": [...], "groups": [...]}.
+
+    Per target: rpo_seconds, oldest_pending (ISO), backlog_objects, backlog_bytes, failed,
+    missed_events, rpo_objective_seconds, objective_met, latency {5m,1h,24h: count, p50,
+    p90, p99, max}. Per mirror and group: the worst target (`lagging`), summed backlog,
+    latency over all its targets, and `history` (the last `history` seconds: worst RPO,
+    breaches, an RPO series). `mirror` or `group` narrows the answer (a mirror: no groups).
+    Raises KeyError for an unknown mirror or group. Read-only."""
+    now = time.time() if now is None else now
+    mirrors, groups = _scope_mirrors(config, mirror, group)
+    names = [m.name for m in mirrors]
+    backlog = {(r["mirror"], r["target"]): r for r in ledger_rpo.backlog(ledger, names)}
+    missed = Runs(ledger).missed_events()
+    targets: list[dict] = []
+    for m in mirrors:
+        for t in m.targets:
+            b = backlog.get((m.name, t.name), {})
+            oldest = b.get("oldest_open")
+            rpo_s = r3(max(0.0, now - oldest)) if oldest is not None else 0.0
+            targets.append(dict(mirror=m.name, target=t.name, rpo_seconds=rpo_s,
+                                oldest_pending=iso(oldest) if oldest is not None else None,
+                                backlog_objects=b.get("backlog_objects", 0), backlog_bytes=b.get("backlog_bytes", 0),
+                                failed=b.get("failed", 0), missed_events=missed.get((m.name, t.name), 0),
+                                rpo_objective_seconds=m.rpo_objective, objective_met=rpo_s <= m.rpo_objective,
+                                latency=_latency(ledger, [m.name], now, t.name)))
+    out_mirrors = []
+    for m in mirrors:
+        members = [r for r in targets if r["mirror"] == m.name]
+        out_mirrors.append(dict(mirror=m.name, **_rollup(members, m.rpo_objective),
+                                latency=_latency(ledger, [m.name], now),
+                                history=_history(ledger, [m], m.rpo_objective, now, history)))
+    out_groups = []
+    for g in groups:
+        members = [r for r in targets if r["mirror"] in g.mirrors]
+        objective = min(config.mirror(n).rpo_objective for n in g.mirrors)
+        out_groups.append(dict(group=g.name, mirrors=list(g.mirrors), **_rollup(members, objective),
+                               latency=_latency(ledger, list(g.mirrors), now),
+                               history=_history(ledger, [config.mirror(n) for n in g.mirrors], objective, now,
+                                                history)))
+    return dict(now=iso(now), targets=targets, mirrors=out_mirrors, groups=out_groups)
+
+
+def _epoch(t: float | datetime) -> float:
+    return t.timestamp() if isinstance(t, datetime) else float(t)
+
+
+def report_key(config: Config | None, *, create: bool = True) -> ReportKey:
+    """The server's report signing key (see reports.signing). Raises ReportKeyError."""
+    return load_key(config.ledger if config else None, create=create)
+
+
+def build_report(config: Config, ledger: Ledger, *, mirror: str | None = None, group: str | None = None,
+                 since: float | datetime, until: float | datetime, fmt: str, now: float | None = None,
+                 key: ReportKey | None = None) -> bytes:
+    """The signed compliance report of one mirror or group over [since, until) as file
+    bytes in `fmt` (json, csv or pdf). Raises ReportError (bad format, period, or both or
+    neither of mirror/group), KeyError (unknown mirror or group), ReportKeyError (no key
+    can be read or created). Read-only on the ledger; may create the key file."""
+    if fmt not in FORMATS:
+        raise ReportError(f"unknown report format {fmt!r} (use json, csv or pdf)")
+    data = report_data(config, ledger, mirror=mirror, group=group, since=since, until=until, now=now)
+    return render_signed(data, fmt, key or report_key(config))
+
+
+def report_data(config: Config, ledger: Ledger, *, mirror: str | None = None, group: str | None = None,
+                since: float | datetime, until: float | datetime, now: float | None = None) -> dict[str, Any]:
+    """The unsigned report data (the `data` of the JSON report). Raises like build_report."""
+    return build_data(config, ledger, mirror=mirror, group=group, since=_epoch(since), until=_epoch(until), now=now)
+
+
+def verify_report(data: bytes, config: Config | None = None, *, key: ReportKey | None = None) -> tuple[bool, str]:
+    """(valid, one-line reason) for a signed report file of any format, checked with the
+    server's key (never created here). Never raises for bad input."""
+    try:
+        key = key or report_key(config, create=False)
+    except ReportKeyError as e:
+        return False, str(e)
+    v = verify_signed(data, key)
+    return v.ok, v.reason
+
+
+def install_metrics(config: Config, ledger: Ledger) -> None:
+    """Serve the ledger's RPO, backlog, failure and missed-event figures on /metrics
+    (computed at scrape time). Call once per process (again to rebind). Idempotent."""
+    from cloudmirror import metrics
+
+    metrics.register_ledger_collector(config, ledger)
