@@ -18,7 +18,11 @@ TOUCH_EVERY_S = 60.0  # last_used_at is refreshed at most this often (one write 
 
 
 def _text(value: str | None, size: int) -> str | None:
-    return value.replace("\x00", "\\x00")[:size] if value is not None else None
+    """Storable text: NUL (PostgreSQL refuses it) and lone surrogates (no encoding takes
+    them) are written as escapes, then cut to the column's size."""
+    if value is None:
+        return None
+    return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")[:size]
 
 
 class DuplicateKeyName(ValueError):
@@ -85,8 +89,7 @@ class AccessLedger:
     def audit(self, *, actor: str, action: str, status: int, key_id: int | None = None, target: str | None = None,
               detail: str | None = None, client: str | None = None, now: float | None = None) -> int:
         """Append one audit entry; returns its id. Text is cut to the column sizes, and NUL
-        characters (which PostgreSQL text refuses) are written as \\x00: an entry is never
-        lost to what a caller sent."""
+        characters and lone surrogates are escaped: an entry is never lost to what a caller sent."""
         now = time.time() if now is None else now
         with self.ledger.engine.begin() as conn:
             return conn.execute(insert(audit_log).values(
