@@ -1,41 +1,102 @@
-"""FastAPI app: thin routes over the service functions. (The full /v1 API is issue 5.)"""
+"""The REST API (FastAPI): thin routes over the service functions, one router per resource
+(api/routers), `Annotated` dependencies (api/deps.py), pydantic bodies (api/schemas.py).
+
+Access: bearer API keys with roles viewer < operator < admin on every route but /healthz,
+/readyz and the API's own documentation (/docs, /redoc, /openapi.json). Errors: JSON
+`{"error": {"code", "message"}}` (api/errors.py). Mutating calls are audited (api/audit.py).
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+import contextlib
+from collections.abc import AsyncIterator
 
-from cloudmirror import service
+from fastapi import Depends, FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from api.audit import AuditMiddleware
+from api.deps import ApiContext, require_viewer
+from api.errors import install_error_handlers, responses
+from api.routers import OPEN, PROTECTED
 from cloudmirror.config import Config
+from cloudmirror.jobs import JobRunner
 from cloudmirror.ledger.repo import Ledger
+from cloudmirror.service import Service
+
+DESCRIPTION = """Near-real-time mirrors of object storage across regions and providers.
+
+**Auth**: send an API key as `Authorization: Bearer cm_...` (create one with
+`cloudmirror keys create --name N --role viewer|operator|admin`). Roles: `viewer` reads,
+`operator` also retries, reconciles and fails over, `admin` also manages keys and config.
+Only `/healthz`, `/readyz` and these docs are open.
+
+**Errors**: `{"error": {"code": "...", "message": "..."}}` with 401 `unauthorized`,
+403 `forbidden`, 404 `not_found`, 409 `conflict`, 422 `validation_error` (with `fields`).
+
+**Lists**: `?limit=1..1000&cursor=...`; answers `{"items": [...], "next_cursor": ...}`
+(null on the last page).
+
+**Audit**: every POST/PUT/PATCH/DELETE, failed ones included, is in `GET /v1/audit`.
+"""
 
 
-def create_app(config: Config, ledger: Ledger) -> FastAPI:
-    app = FastAPI(title="cloudmirror", version="0.1.0")
+class _OwnStores(Service):
+    """The API's own Service when none is handed in: it shares the app's ledger, and on
+    shutdown closes only the stores it opened."""
 
-    @app.exception_handler(HTTPException)
-    async def _errors(_req: Request, exc: HTTPException):
-        return JSONResponse({"error": {"code": str(exc.status_code), "message": exc.detail}}, status_code=exc.status_code)
+    async def close(self) -> None:
+        for ep in self._endpoints.values():
+            with contextlib.suppress(Exception):
+                await ep.store.close()
+        self._endpoints.clear()
 
-    @app.get("/healthz")
-    def healthz():
-        return {"status": "ok"}
 
-    @app.get("/readyz")
-    def readyz():
+def create_app(config: Config, ledger: Ledger | None = None, *, service: Service | None = None) -> FastAPI:
+    """The API over `ledger` (default: one opened on config.ledger for the app's lifetime).
+    `service` is the process's Service when the API runs beside the workers (its stores are
+    reused and reconciles wake its workers); by default the app builds its own."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_ledger = ledger is None
+        led = Ledger(config.ledger) if own_ledger else ledger
+        svc = service if service is not None else _OwnStores(config, ledger=led)
+        runner = JobRunner(svc)
         try:
-            ledger.backlog()
-        except Exception as e:  # noqa: BLE001
-            raise HTTPException(503, f"ledger unreachable: {e}") from None
-        return {"status": "ready"}
+            await runner.open()
+            app.state.ctx = ApiContext(config=config, ledger=led, jobs=runner)
+            yield
+        finally:
+            await runner.close()
+            if service is None:
+                await svc.close()
+            if own_ledger:
+                led.close()
 
-    @app.get("/metrics")
-    def metrics():
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/v1/status")
-    def status():
-        return {"targets": service.status(config, ledger)}
-
+    app = FastAPI(title="cloudmirror", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    install_error_handlers(app)
+    app.add_middleware(AuditMiddleware, ledger=lambda: getattr(getattr(app.state, "ctx", None), "ledger", None))
+    for router in OPEN:
+        app.include_router(router)
+    for router in PROTECTED:
+        app.include_router(router, dependencies=[Depends(require_viewer)], responses=responses(401, 403))
+    app.openapi = lambda: _openapi(app)
     return app
+
+
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI's document, with its own 422 body (HTTPValidationError) replaced by ours."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        ours = responses(422)[422]
+        for path in schema.get("paths", {}).values():
+            for op in path.values():
+                got = op.get("responses", {}).get("422")
+                if got and "HTTPValidationError" in str(got):
+                    op["responses"]["422"] = {"description": ours["description"], "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/ErrorResponse"},
+                        "example": ours["content"]["application/json"]["example"]}}}
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
