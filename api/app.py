@@ -21,6 +21,7 @@ from api.routers import OPEN, PROTECTED
 from cloudmirror.config import Config
 from cloudmirror.jobs import JobRunner
 from cloudmirror.ledger.repo import Ledger
+from cloudmirror.rpo_service import install_metrics
 from cloudmirror.service import Service
 
 DESCRIPTION = """Near-real-time mirrors of object storage across regions and providers.
@@ -64,6 +65,7 @@ def create_app(config: Config, ledger: Ledger | None = None, *, service: Service
         runner = JobRunner(svc)
         try:
             await runner.open()
+            install_metrics(config, led)  # the ledger's RPO, backlog and failures on /metrics
             app.state.ctx = ApiContext(config=config, ledger=led, jobs=runner)
             yield
         finally:
