@@ -12,9 +12,11 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+from cloudmirror import mirrors
 from cloudmirror.config import Config, Mirror, Target
 from cloudmirror.events import open_feed
 from cloudmirror.replication.poller import PollFeed
+from cloudmirror.ledger.mirrors import MirrorSpecs
 from cloudmirror.ledger.repo import Ledger
 from cloudmirror.ledger.runs import Runs
 from cloudmirror.location import parse_location
@@ -26,6 +28,7 @@ from cloudmirror.replication.worker import WorkerPool
 from cloudmirror.stores import open_store
 
 log = logging.getLogger("cloudmirror.service")
+CONTROL_POLL_S = 1.0  # how often a running service looks for changed mirrors in the ledger
 
 
 class ServiceError(RuntimeError):
@@ -101,10 +104,12 @@ class Service:
     ledger: Ledger | None = None
 
     def __post_init__(self) -> None:
+        self.base_config = self.config  # the config file; self.config is what runs now
         if self.ledger is None:
             self.ledger = Ledger(self.config.ledger)
         self._endpoints: dict[str, Endpoint] = {}
         self._stop = asyncio.Event()
+        self._pipeline_stop = asyncio.Event()
         self.pool: WorkerPool | None = None
         self.intakes: list[Intake] = []
 
@@ -119,6 +124,7 @@ class Service:
     def stop(self) -> None:
         """Graceful stop: intake stops receiving, workers drain in-flight copies."""
         self._stop.set()
+        self._pipeline_stop.set()
         for i in self.intakes:
             i.stop()
         if self.pool:
@@ -144,8 +150,62 @@ class Service:
 
     async def run(self, *, intake: bool = True, workers: bool = True, api: bool = False) -> None:
         """Run the chosen roles until stop(). Raises ServiceError before starting anything
-        when the API cannot listen."""
+        when the API cannot listen.
+
+        The mirrors come from the ledger (seeded from the config file at start); when one
+        changes (the API, or a failover), the intake and the workers restart with the new
+        set: in-flight copies drain first, so nothing is lost or copied twice."""
         api_socket = bind_api(self.config.api.listen) if api else None
+        await asyncio.to_thread(mirrors.seed, self.base_config, self.ledger)
+        rev = await self._load_mirrors()
+        tasks = []
+        if api_socket is not None:
+            tasks.append(asyncio.create_task(self._serve_api(api_socket), name="api"))
+        generation: list[asyncio.Task] = []
+        try:
+            while not self._stop.is_set():
+                generation = await self._start_pipelines(intake=intake, workers=workers)
+                rev = await self._wait_for_change(rev)
+                await self._stop_pipelines(generation)
+                generation = []
+                if not self._stop.is_set():
+                    rev = await self._load_mirrors()
+                    log.info("mirrors changed: restarted with %d mirror(s)", len(self.config.mirrors))
+        finally:
+            self.stop()
+            if generation:
+                await self._stop_pipelines(generation)
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            self._log_endings(tasks, results)
+
+    async def _load_mirrors(self) -> tuple[int, int]:
+        def load():
+            rev = MirrorSpecs(self.ledger).revision()
+            return rev, mirrors.current_config(self.base_config, self.ledger)
+
+        rev, self.config = await asyncio.to_thread(load)
+        return rev
+
+    async def _wait_for_change(self, rev: tuple[int, int]) -> tuple[int, int]:
+        """Until stop() or a mirror changes in the ledger; returns the revision then."""
+        specs = MirrorSpecs(self.ledger)
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=CONTROL_POLL_S)
+            try:
+                now = await asyncio.to_thread(specs.revision)
+            except Exception as e:  # noqa: BLE001 - the ledger may come back; keep running
+                log.warning("cannot read the mirrors' revision: %s", e)
+                continue
+            if now != rev:
+                return now
+        return rev
+
+    async def _start_pipelines(self, *, intake: bool, workers: bool) -> list[asyncio.Task]:
+        """Start intake, workers and reconcile loops for the current mirrors."""
+        self._pipeline_stop = asyncio.Event()
+        self.intakes = []
+        self.pool = None
         if workers:
             await self.warm()
         tasks = []
@@ -153,41 +213,50 @@ class Service:
             self.pool = WorkerPool(self.config, self.ledger, self.endpoint, owner=self.owner)
             tasks.append(asyncio.create_task(self.pool.run(), name="workers"))
         if intake:
-            router = Router(self.config.mirrors)
-            seen: set[str] = set()
-            for m in self.config.mirrors:
-                for f in m.events:
-                    ident = f"{f.address} {m.source}" if f.kind == "poll" else f.address
-                    if ident in seen:
-                        continue
-                    seen.add(ident)
-                    wake = self.pool.wake if self.pool else (lambda: None)
-                    if f.kind == "poll":
-                        src = self.endpoint(m.source)
-                        feed, receivers = PollFeed(src.store, src.location, f.poll), 1
-                    else:
-                        feed, receivers = open_feed(f), f.receivers
-                    it = Intake(feed, router, self.ledger, visibility_timeout_s=f.visibility_timeout_s,
-                                on_recorded=wake, receivers=receivers)
-                    self.intakes.append(it)
-                    tasks.append(asyncio.create_task(it.run(), name=f"intake {f.address}"))
+            tasks += self._start_intake()
         if workers:
             for m in self.config.mirrors:
                 if m.backfill or m.reconcile_every:
                     for t in m.targets:
                         tasks.append(asyncio.create_task(self._reconcile_loop(m, t), name=f"reconcile {m.name} {t.name}"))
-        if api_socket is not None:
-            tasks.append(asyncio.create_task(self._serve_api(api_socket), name="api"))
-        if self._stop.is_set():
-            self.stop()
-        try:
-            await self._stop.wait()
-        finally:
-            self.stop()
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-            for t, r in zip(tasks, results, strict=True):
-                if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
-                    log.error("%s ended with %r", t.get_name(), r)
+        return tasks
+
+    def _start_intake(self) -> list[asyncio.Task]:
+        router = Router(self.config.mirrors)
+        seen: set[str] = set()
+        tasks = []
+        for m in self.config.mirrors:
+            for f in m.events:
+                ident = f"{f.address} {m.source}" if f.kind == "poll" else f.address
+                if ident in seen:
+                    continue
+                seen.add(ident)
+                wake = self.pool.wake if self.pool else (lambda: None)
+                if f.kind == "poll":
+                    src = self.endpoint(m.source)
+                    feed, receivers = PollFeed(src.store, src.location, f.poll), 1
+                else:
+                    feed, receivers = open_feed(f), f.receivers
+                it = Intake(feed, router, self.ledger, visibility_timeout_s=f.visibility_timeout_s,
+                            on_recorded=wake, receivers=receivers)
+                self.intakes.append(it)
+                tasks.append(asyncio.create_task(it.run(), name=f"intake {f.address}"))
+        return tasks
+
+    async def _stop_pipelines(self, tasks: list[asyncio.Task]) -> None:
+        self._pipeline_stop.set()
+        for i in self.intakes:
+            i.stop()
+        if self.pool:
+            self.pool.stop()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        self._log_endings(tasks, results)
+
+    @staticmethod
+    def _log_endings(tasks: list[asyncio.Task], results: list) -> None:
+        for t, r in zip(tasks, results, strict=True):
+            if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
+                log.error("%s ended with %r", t.get_name(), r)
 
     async def reconcile(self, mirror: str, target: str | None = None, **kw) -> list[Progress]:
         """Reconcile one mirror with one or all of its targets (see replication.reconcile).
@@ -206,7 +275,8 @@ class Service:
         runs = Runs(self.ledger)
         wake = self.pool.wake if self.pool else (lambda: None)
         first = m.backfill and not await asyncio.to_thread(runs.has_finished, m.name, t.name)
-        while not self._stop.is_set():
+        stop = self._pipeline_stop
+        while not stop.is_set():
             if first or m.reconcile_every:
                 try:
                     await Reconciler(m, t, self.endpoint, self.ledger).run(on_progress=lambda p: wake())
@@ -217,7 +287,7 @@ class Service:
             if not m.reconcile_every:
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=m.reconcile_every)
+                await asyncio.wait_for(stop.wait(), timeout=m.reconcile_every)
 
     async def _serve_api(self, sock: socket.socket) -> None:
         import uvicorn

@@ -10,6 +10,8 @@ PostgreSQL compare them the same way.
 - api_keys: bearer keys of the REST API (SHA-256 of the token, never the token), with a role.
 - audit_log: every mutating API call and key change: who, what, on which target, the outcome.
 - jobs: background work started through the API (a reconcile), its progress and result.
+- mirror_specs: the mirrors as the running services see them (seeded from the config file,
+  changed through the REST API), with where applications write now (`active`).
 """
 
 from __future__ import annotations
@@ -205,4 +207,18 @@ jobs = Table(
     Column("error", Text),
     Column("dry_run", Boolean, nullable=False),  # changes nothing (also in params)
     Index("ix_jobs_status", "status", "kind", "mirror"),
+)
+
+mirror_specs = Table(
+    "mirror_specs",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("spec", JSON, nullable=False),  # the validated mirror (config.Mirror, dumped as JSON)
+    Column("seeded_spec", JSON),  # the config file's spec when it last seeded this mirror
+    Column("origin", String(8), nullable=False),  # file | api: who created it
+    Column("active", Text),  # where applications write now (a failover moved it); None = the source
+    Column("revision", Integer, nullable=False),  # +1 on every change (optimistic concurrency)
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("deleted_at", Double),  # a tombstone: the file does not bring a deleted mirror back
 )

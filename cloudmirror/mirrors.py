@@ -1,0 +1,162 @@
+"""The mirrors the services run: kept in the ledger (table mirror_specs), seeded from the
+config file, changed through the REST API. Service functions shared by the API and the CLI.
+
+- `seed(config, ledger)`: the config file's mirrors come in at every start. The file wins
+  where it changed since it last seeded a mirror; elsewhere the API's changes stand (see
+  ledger.mirrors.MirrorSpecs.seed).
+- `current_config(config, ledger)`: the config with the ledger's mirrors, each as it runs
+  now (a failed-over mirror reads from its active location). Cached per revision: cheap to
+  call on every request.
+- create / update / delete / pause / resume validate a mirror exactly like the config file
+  (the same pydantic models, with the whole config's cross-checks: unique names, groups) and
+  raise errors.InvalidInput naming the field, NotFoundError or ConflictError.
+Every running service polls the revision and restarts its pipelines when a mirror changed.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+from cloudmirror.config import Config, ConfigError, Mirror, validate_config
+from cloudmirror.errors import ConflictError, InvalidInput, NotFoundError
+from cloudmirror.ledger.mirrors import MirrorSpecs, RevisionMismatch, SpecExists, SpecMissing, SpecRow
+from cloudmirror.ledger.repo import Ledger
+
+
+def spec_of(m: Mirror) -> dict[str, Any]:
+    """A mirror as the ledger stores it (JSON; validate_config reads it back unchanged)."""
+    return m.model_dump(mode="json")
+
+
+def seed(config: Config, ledger: Ledger) -> list[str]:
+    """Bring the config file's mirrors into the ledger. Returns the names changed. Idempotent."""
+    return MirrorSpecs(ledger).seed({m.name: spec_of(m) for m in config.mirrors})
+
+
+def effective_mirror(m: Mirror, active: str | None) -> Mirror:
+    """The mirror as it runs now. After a failover the active location is the source and
+    the old source is the first target (so writes made there flow back); a location
+    without events of its own is polled."""
+    if not active or active == m.source:
+        return m
+    others = [t.model_dump(mode="json") for t in m.targets if t.url != active]
+    spec = spec_of(m)
+    spec.update(source=active, targets=[{"url": m.source}, *others], events=[{"poll": 60}])
+    return Mirror.model_validate(spec)
+
+
+# current_config's last answer per ledger: (the base config, the revision, the answer)
+_cache: "weakref.WeakKeyDictionary[Ledger, tuple[Config, tuple[int, int], Config]]" = weakref.WeakKeyDictionary()
+_cache_lock = threading.Lock()
+
+
+def current_config(config: Config, ledger: Ledger) -> Config:
+    """`config` with the ledger's live mirrors as they run now (see effective_mirror).
+    Cached while the revision holds. Raises ConfigError when the ledger's mirrors and the
+    file's groups disagree."""
+    specs = MirrorSpecs(ledger)
+    rev = specs.revision()
+    with _cache_lock:
+        hit = _cache.get(ledger)
+        if hit and hit[0] is config and hit[1] == rev:
+            return hit[2]
+    rows = specs.all()
+    data = config.model_dump(mode="json")
+    data["mirrors"] = [r.spec for r in rows]
+    base = validate_config(data)
+    active = {r.name: r.active for r in rows}
+    out = base.model_copy(update={"mirrors": [effective_mirror(m, active.get(m.name)) for m in base.mirrors]})
+    with _cache_lock:
+        _cache[ledger] = (config, rev, out)
+    return out
+
+
+# ---------------------------------------------------------------- reads
+def mirror_view(row: SpecRow) -> dict[str, Any]:
+    """What the API shows of a mirror: its spec, where applications write now, its revision."""
+    return {**row.spec, "active": row.active or row.spec["source"], "revision": row.revision,
+            "origin": row.origin, "created_at": row.created_at, "updated_at": row.updated_at}
+
+
+def list_mirrors(ledger: Ledger) -> list[dict[str, Any]]:
+    return [mirror_view(r) for r in MirrorSpecs(ledger).all()]
+
+
+def get_mirror(ledger: Ledger, name: str) -> dict[str, Any]:
+    """Raises NotFoundError."""
+    try:
+        return mirror_view(MirrorSpecs(ledger).get(name))
+    except SpecMissing:
+        raise NotFoundError(f"no mirror named {name!r}") from None
+
+
+# ---------------------------------------------------------------- changes
+def _validated(config: Config, ledger: Ledger, spec: dict[str, Any], *, replacing: str | None = None) -> dict:
+    """Validate one mirror spec like the config file does, among the other live mirrors.
+    Raises InvalidInput naming the field (relative to the mirror)."""
+    others = [r.spec for r in MirrorSpecs(ledger).all() if r.name not in (replacing, spec.get("name"))]
+    data = config.model_dump(mode="json")
+    data["mirrors"] = [spec, *others]
+    try:
+        cfg = validate_config(data)
+    except ConfigError as e:
+        field, _, msg = str(e).partition(": ")
+        if field.startswith("mirrors[0]"):
+            raise InvalidInput(field.removeprefix("mirrors[0]").lstrip(".") or "(mirror)", msg) from None
+        raise InvalidInput("(mirror)", str(e)) from None
+    return spec_of(cfg.mirrors[0])
+
+
+def create_mirror(config: Config, ledger: Ledger, spec: dict[str, Any]) -> dict[str, Any]:
+    """Raises InvalidInput, ConflictError (the name is taken)."""
+    valid = _validated(config, ledger, spec)
+    try:
+        return mirror_view(MirrorSpecs(ledger).create(valid["name"], valid))
+    except SpecExists:
+        raise ConflictError(f"a mirror named {valid['name']!r} exists") from None
+
+
+def update_mirror(config: Config, ledger: Ledger, name: str, changes: dict[str, Any], *,
+                  expect_revision: int | None = None) -> dict[str, Any]:
+    """Apply `changes` (top-level fields; a field given replaces the old value). Raises
+    NotFoundError, InvalidInput, ConflictError (the revision moved on)."""
+    current = get_mirror(ledger, name)
+    if "name" in changes and changes["name"] != name:
+        raise InvalidInput("name", "a mirror cannot be renamed; create a new one")
+    spec = {k: v for k, v in current.items() if k in Mirror.model_fields}
+    spec.update(changes)
+    valid = _validated(config, ledger, spec, replacing=name)
+    try:
+        return mirror_view(MirrorSpecs(ledger).update(name, valid, expect_revision=expect_revision))
+    except SpecMissing:
+        raise NotFoundError(f"no mirror named {name!r}") from None
+    except RevisionMismatch as e:
+        raise ConflictError(str(e)) from None
+
+
+def delete_mirror(config: Config, ledger: Ledger, name: str) -> None:
+    """Stop mirroring (history stays in the ledger). Raises NotFoundError, ConflictError
+    (a consistency group of the config file names it)."""
+    groups = [g.name for g in config.groups if name in g.mirrors]
+    if groups:
+        raise ConflictError(f"mirror {name!r} belongs to group(s) {', '.join(groups)} of the config file")
+    try:
+        MirrorSpecs(ledger).delete(name)
+    except SpecMissing:
+        raise NotFoundError(f"no mirror named {name!r}") from None
+
+
+def set_paused(config: Config, ledger: Ledger, name: str, paused: bool) -> dict[str, Any]:
+    """Pause (no new copies start; events are still recorded) or resume. Idempotent.
+    Raises NotFoundError."""
+    return update_mirror(config, ledger, name, {"paused": paused})
+
+
+def set_active(ledger: Ledger, name: str, active: str | None) -> dict[str, Any]:
+    """Record where applications write now (a failover or failback). Raises NotFoundError."""
+    try:
+        return mirror_view(MirrorSpecs(ledger).update(name, active=active, clear_active=active is None))
+    except SpecMissing:
+        raise NotFoundError(f"no mirror named {name!r}") from None
