@@ -9,9 +9,11 @@ stops is marked failed (interrupted) on a clean stop, or (abandoned) by the next
 to start once its heartbeat is ABANDONED_AFTER_S old; the reconcile run itself resumes from
 its checkpoint the next time the mirror is reconciled.
 
-Two reconciles that change the ledger never overlap on one mirror and target: a second one
-is refused (ConflictError) while the first is queued or running. Dry runs change nothing
-and may run beside anything.
+Two reconciles that change the ledger do not overlap on one mirror and target: a second one
+is refused (ConflictError) while the first is queued or running (checked in the ledger, so
+across API processes too, though two processes asked at the same instant could both start;
+the scheduled `reconcile_every` runs of the workers are not jobs and are not checked). Dry
+runs change nothing and may run beside anything.
 """
 
 from __future__ import annotations
@@ -135,31 +137,35 @@ class JobRunner:
 
     async def _reconcile(self, job_id: int, mirror: str, targets: list[str], dry_run: bool, checksum: bool) -> None:
         tally = ReconcileTally(targets)
+        beat = asyncio.create_task(self._heartbeat(job_id, tally))  # queued jobs are alive too
         try:
             async with self._slots:
                 await asyncio.to_thread(self.jobs.start, job_id)
-                beat = asyncio.create_task(self._heartbeat(job_id, tally))
-                try:
-                    for t in targets:
-                        [p] = await self.service.reconcile(mirror, t, dry_run=dry_run, checksum=checksum,
-                                                           on_progress=tally.update)
-                        ops = (await asyncio.to_thread(self.jobs.run_ops, mirror, p.run_id)
-                               if p.run_id else {"put": 0, "delete": 0})
-                        tally.target_done(t, p, ops)
-                finally:
-                    beat.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await beat
+                for t in targets:
+                    [p] = await self.service.reconcile(mirror, t, dry_run=dry_run, checksum=checksum,
+                                                       on_progress=tally.update)
+                    ops = (await asyncio.to_thread(self.jobs.run_ops, mirror, p.run_id)
+                           if p.run_id else {"put": 0, "delete": 0})
+                    tally.target_done(t, p, ops)
+            await self._stop_beating(beat)
             await asyncio.to_thread(self.jobs.finish, job_id, progress=tally.snapshot(), result=tally.rows)
         except asyncio.CancelledError:
+            await self._stop_beating(beat)
             await asyncio.shield(asyncio.to_thread(
                 self.jobs.finish, job_id, progress=tally.snapshot(), result=tally.rows or None,
                 error="interrupted: the process stopped before the job finished"))
             raise
         except Exception as e:  # noqa: BLE001 - recorded on the job, which is how callers learn of it
             log.warning("job %s (reconcile %s) failed: %s", job_id, mirror, e)
+            await self._stop_beating(beat)
             await asyncio.to_thread(self.jobs.finish, job_id, progress=tally.snapshot(), result=tally.rows or None,
                                     error=f"{type(e).__name__}: {e}"[:2000])
+
+    @staticmethod
+    async def _stop_beating(beat: asyncio.Task) -> None:
+        beat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat
 
     async def _heartbeat(self, job_id: int, tally: ReconcileTally) -> None:
         while True:
