@@ -294,7 +294,8 @@ class Service:
 
         from api.app import create_app
 
-        server = uvicorn.Server(uvicorn.Config(create_app(self.config, self.ledger), log_level="warning", lifespan="on"))
+        app = create_app(self.base_config, self.ledger, service=self)  # the API reuses our stores and wakes our workers
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
         server.install_signal_handlers = lambda: None  # the service owns signals
         serve = asyncio.create_task(server.serve(sockets=[sock]))
         await self._stop.wait()

@@ -19,7 +19,8 @@ from tests.integration.harness import FAST_WORKERS, Cloud, eventually
 
 CLI = str(Path(sys.executable).with_name("cloudmirror"))
 COMMANDS = [[], ["run"], ["worker"], ["api"], ["status"], ["db"], ["db", "upgrade"], ["local"], ["local", "up"],
-            ["local", "down"], ["local", "env"], ["demo"], ["reconcile"]]
+            ["local", "down"], ["local", "env"], ["demo"], ["reconcile"], ["keys"], ["keys", "create"],
+            ["report"], ["report", "verify"]]
 
 
 def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -157,12 +158,17 @@ def _memory_config(tmp_path: Path, port: int) -> Path:
 
 
 def test_run_serves_the_api_and_a_taken_port_is_a_one_line_error(tmp_path):
+    import urllib.error
     import urllib.request
 
     from cloudmirror.local.procs import free_port, port_open
 
     port = free_port()
     cfg = _memory_config(tmp_path, port)
+    assert cli("db", "upgrade", "-c", str(cfg)).returncode == 0
+    made = cli("keys", "create", "--name", "t", "--role", "viewer", "-c", str(cfg))
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip().splitlines()[-1].strip()
     proc = subprocess.Popen([CLI, "run", "-c", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30
@@ -172,7 +178,12 @@ def test_run_serves_the_api_and_a_taken_port_is_a_one_line_error(tmp_path):
             time.sleep(0.05)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:  # noqa: S310
             assert json.loads(r.read()) == {"status": "ok"}
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=5) as r:  # noqa: S310
+        status = f"http://127.0.0.1:{port}/v1/status"
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(status, timeout=5)  # noqa: S310
+        assert denied.value.code == 401
+        req = urllib.request.Request(status, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310
             assert json.loads(r.read())["targets"][0]["mirror"] == "m"
         # a second process on the same address says why, in one line, and starts nothing
         r = cli("run", "-c", str(cfg))
