@@ -21,6 +21,7 @@ from typing import Any
 
 from cloudmirror.config import Config, ConfigError, Mirror, validate_config
 from cloudmirror.errors import ConflictError, InvalidInput, NotFoundError
+from cloudmirror.ledger.failovers import Failovers
 from cloudmirror.ledger.mirrors import MirrorSpecs, RevisionMismatch, SpecExists, SpecMissing, SpecRow
 from cloudmirror.ledger.repo import Ledger
 
@@ -35,15 +36,27 @@ def seed(config: Config, ledger: Ledger) -> list[str]:
     return MirrorSpecs(ledger).seed({m.name: spec_of(m) for m in config.mirrors})
 
 
-def effective_mirror(m: Mirror, active: str | None) -> Mirror:
+REVERSED_POLL_S = 60.0  # how often a new primary without feeds of its own is listed
+
+
+def effective_mirror(m: Mirror, active: str | None, *, events: list | None = None,
+                     old_is_target: bool = True) -> Mirror:
     """The mirror as it runs now. After a failover the active location is the source and
-    the old source is the first target (so writes made there flow back); a location
-    without events of its own is polled."""
+    the old source is the first target (so writes made there flow back), the other targets
+    stay. `events` announce writes to the new primary (default: it is polled every
+    REVERSED_POLL_S). With `old_is_target` false (a failover that left data at risk on the
+    old primary) the old primary receives nothing until the failback has settled the
+    conflicts: it is left out, or, when it is the only target, kept with copies paused.
+    Backfill and scheduled reconciles are off in the reversed direction: a listing
+    comparison there would delete the old primary's unreplicated writes, which only the
+    failback may judge."""
     if not active or active == m.source:
         return m
-    others = [t.model_dump(mode="json") for t in m.targets if t.url != active]
+    kept = [t.model_dump(mode="json") for t in m.targets if t.url != active]
+    old = [{"url": m.source}] if old_is_target or not kept else []
     spec = spec_of(m)
-    spec.update(source=active, targets=[{"url": m.source}, *others], events=[{"poll": 60}])
+    spec.update(source=active, targets=[*old, *kept], events=events or [{"poll": REVERSED_POLL_S}], backfill=False,
+                reconcile_every=None, paused=m.paused or (not old_is_target and not kept))
     return Mirror.model_validate(spec)
 
 
@@ -67,7 +80,9 @@ def current_config(config: Config, ledger: Ledger) -> Config:
     data["mirrors"] = [r.spec for r in rows]
     base = validate_config(data)
     active = {r.name: r.active for r in rows}
-    out = base.model_copy(update={"mirrors": [effective_mirror(m, active.get(m.name)) for m in base.mirrors]})
+    how = Failovers(ledger).reversals([n for n, a in active.items() if a])
+    out = base.model_copy(update={"mirrors": [effective_mirror(m, active.get(m.name), **how.get(m.name, {}))
+                                              for m in base.mirrors]})
     with _cache_lock:
         _cache[ledger] = (config, rev, out)
     return out

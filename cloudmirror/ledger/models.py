@@ -222,3 +222,78 @@ mirror_specs = Table(
     Column("updated_at", Double, nullable=False),
     Column("deleted_at", Double),  # a tombstone: the file does not bring a deleted mirror back
 )
+
+# ---- failovers, failbacks and drills (cloudmirror/failover.py, ledger/failovers.py)
+# failovers: one switch of a mirror's active location (kind planned | forced) or the way back
+# (failback), with its outcome; failover_objects: what a switch left behind (at_risk), what a
+# failback found written on both sides (conflict) or brought back from the old primary
+# (restored); drills: non-disruptive rehearsals with their findings per target.
+failovers = Table(
+    "failovers",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("mirror", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # planned | forced | failback
+    Column("status", String(16), nullable=False),  # running | completed | aborted | failed
+    Column("from_location", Text, nullable=False),  # primary before
+    Column("to_location", Text, nullable=False),  # primary after
+    Column("requested_by", String(160), nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("heartbeat_at", Double, nullable=False),
+    Column("switched_at", Double),
+    Column("finished_at", Double),
+    Column("fence", Boolean, nullable=False, server_default=text("false")),
+    Column("fenced_at", Double),
+    Column("drain_timeout_s", Double),
+    Column("drained", Boolean),
+    Column("policy", String(16)),  # failback: newest_wins | primary_wins | keep_both
+    Column("of_failover", BigInteger),  # failback: the failover it ends
+    Column("old_is_target", Boolean),  # while failed over: the old primary receives the new one's writes
+    Column("reverse_events", JSON),  # feeds announcing writes to the new primary (default: poll)
+    Column("rpo_seconds", Double),  # data not carried over at the switch (0 = nothing at risk)
+    Column("at_risk_objects", BigInteger, nullable=False, server_default="0"),
+    Column("at_risk_bytes", BigInteger, nullable=False, server_default="0"),
+    Column("conflicts", BigInteger, nullable=False, server_default="0"),
+    Column("restored", BigInteger, nullable=False, server_default="0"),
+    Column("copied", BigInteger, nullable=False, server_default="0"),
+    Column("deleted", BigInteger, nullable=False, server_default="0"),
+    Column("detail", JSON),  # progress and findings (rounds, backlog seen, ...)
+    Column("error", Text),
+    Index("ix_failovers_mirror", "mirror", "started_at"),
+    Index("uq_failovers_running_mirror", "mirror", unique=True, sqlite_where=text("status = 'running'"),
+          postgresql_where=text("status = 'running'")),
+)
+
+failover_objects = Table(
+    "failover_objects",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("failover_id", BigInteger, ForeignKey("failovers.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),  # at_risk | conflict | restored
+    Column("key", Text, nullable=False),
+    Column("op", String(8)),  # put | delete
+    Column("size", BigInteger),
+    Column("source_time", Double),  # at_risk: the source write; conflict: the old primary's write
+    Column("target", Text),  # at_risk: the target it had not reached
+    Column("version_pk", BigInteger),
+    Column("other_time", Double),  # conflict: the current primary's write (or delete)
+    Column("resolution", String(16)),  # conflict: primary | old_primary | kept_both
+    Column("detail", Text),
+    Index("ix_failover_objects_failover", "failover_id", "kind", "id"),
+)
+
+drills = Table(
+    "drills",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("mirror", String(64), nullable=False),
+    Column("requested_by", String(160), nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("finished_at", Double),
+    Column("outcome", String(16), nullable=False),  # running | passed | failed | error
+    Column("rpo_seconds", Double),  # worst target: what a forced failover would lose now
+    Column("rto_seconds", Double),  # worst target: how long a planned failover would take now
+    Column("results", JSON),  # per target findings
+    Column("error", Text),
+    Index("ix_drills_mirror", "mirror", "started_at"),
+)

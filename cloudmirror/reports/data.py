@@ -36,7 +36,7 @@ class ReportError(ValueError):
 
 
 class FailoverRecord(TypedDict):
-    """A failover or failback of a mirror in the period (none are recorded yet)."""
+    """A failover or failback of a mirror in the period (table failovers)."""
 
     mirror: str
     at: str  # ISO 8601 UTC
@@ -47,7 +47,7 @@ class FailoverRecord(TypedDict):
 
 
 class DrillRecord(TypedDict):
-    """A failover drill of a mirror in the period (none are recorded yet)."""
+    """A failover drill of a mirror and one of its targets in the period (table drills)."""
 
     mirror: str
     at: str  # ISO 8601 UTC
@@ -59,15 +59,30 @@ class DrillRecord(TypedDict):
 
 def failovers_in_period(config: Config, ledger: Ledger, mirrors: Sequence[str], since: float,
                         until: float) -> list[FailoverRecord]:
-    """Failovers of `mirrors` in [since, until). The ledger has no failover journal yet:
-    always empty. Extend here when it does; every format renders whatever rows this returns."""
-    return []
+    """Failovers and failbacks of `mirrors` that switched (or ended without switching) in
+    [since, until), from the ledger's failovers table, oldest first."""
+    from cloudmirror.failover import summary
+    from cloudmirror.ledger.failovers import Failovers
+
+    return [FailoverRecord(mirror=r["mirror"], at=iso(r["switched_at"] or r["finished_at"] or r["started_at"]),
+                           kind=r["kind"], to=r["to_location"], rpo_seconds=r3(r["rpo_seconds"]), outcome=summary(r))
+            for r in Failovers(ledger).between(list(mirrors), since, until)]
 
 
 def drills_in_period(config: Config, ledger: Ledger, mirrors: Sequence[str], since: float,
                      until: float) -> list[DrillRecord]:
-    """Drills of `mirrors` in [since, until). No drill journal yet: always empty."""
-    return []
+    """Drills of `mirrors` started in [since, until): one row per drill and target, oldest first."""
+    from cloudmirror.ledger.failovers import Failovers
+
+    out: list[DrillRecord] = []
+    for d in Failovers(ledger).drills_between(list(mirrors), since, until):
+        for t in d["results"] or [{"target": "", "outcome": d["outcome"], "rpo_seconds": None, "rto_seconds": None}]:
+            outcome = t["outcome"] if not d["error"] else f"{d['outcome']}: {d['error']}"
+            reasons = "; ".join(t.get("reasons") or [])
+            out.append(DrillRecord(mirror=d["mirror"], at=iso(d["started_at"]), target=t["target"],
+                                   outcome=f"{outcome}: {reasons}" if reasons else outcome,
+                                   rpo_seconds=r3(t["rpo_seconds"]), rto_seconds=r3(t["rto_seconds"])))
+    return out
 
 
 def iso(t: float) -> str:
