@@ -6,12 +6,12 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast venv localstack-venv bench bench-tools clean
+.PHONY: demo test test-fast venv localstack-venv bench bench-tools browser clean
 
 demo: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/cloudmirror demo
 
-test: $(STAMP) $(NODE_STAMP) localstack-venv
+test: $(STAMP) $(NODE_STAMP) localstack-venv browser
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: $(STAMP) $(NODE_STAMP)
@@ -41,6 +41,11 @@ bench: $(STAMP) $(NODE_STAMP) bench-tools
 bench-tools:
 	@command -v rclone >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get install -y rclone || { $$SUDO apt-get update && $$SUDO apt-get install -y rclone; }; }
+
+# Chromium, the browser of the dashboard test (tests/e2e), from Debian when missing
+browser:
+	@test -x /usr/bin/chromium || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get install -y chromium || { $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }; }
 
 clean:
 	rm -rf $(VENV) .localstack-venv .cloudmirror node_modules
