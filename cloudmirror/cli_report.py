@@ -10,10 +10,8 @@ Bad input exits 2 with a one-line reason; an invalid report exits 1.
 
 from __future__ import annotations
 
-import re
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -21,7 +19,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from cloudmirror.config import Config, ConfigError, load_config, parse_duration
+from cloudmirror.config import Config, ConfigError, load_config
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="CLOUDMIRROR_CONFIG", help="Config file (YAML).")]
 DEFAULT_CONFIG = Path("cloudmirror.yaml")
@@ -60,27 +58,11 @@ def _config(path: Path) -> Config:
         raise _fail(str(e)) from None
 
 
-def parse_when(value: str, *, now: float) -> float:
-    """'now', a duration ago ('24h', '7d', '90m'), or an ISO 8601 date/time (UTC unless it
-    says otherwise) -> epoch seconds. Raises ValueError."""
-    v = value.strip()
-    if v.lower() == "now":
-        return now
-    if re.fullmatch(r"\d+(\.\d+)?\s*(ms|s|m|h|d)", v):
-        return now - parse_duration(v)
-    try:
-        dt = datetime.fromisoformat(v.replace("Z", "+00:00") if v.endswith("Z") else v)
-    except ValueError:
-        raise ValueError(f"not a time: {value!r} (use an ISO date/time such as 2024-05-01T00:00Z, "
-                         "a duration ago such as 24h or 7d, or now)") from None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
-
-
 @report_app.command("create")
 def create(mirror: Annotated[str | None, typer.Argument(help="The mirror to report on.")] = None,
            group: Annotated[str | None, typer.Option("--group", "-g", help="A consistency group instead of a mirror.")] = None,
-           since: Annotated[str, typer.Option(help="Start: ISO date/time (UTC), or a duration ago (24h, 7d).")] = "24h",
-           until: Annotated[str, typer.Option(help="End: ISO date/time (UTC), a duration ago, or now.")] = "now",
+           since: Annotated[str, typer.Option(help="Start: ISO date/time (UTC), epoch seconds, or a duration ago (24h, 7d).")] = "24h",
+           until: Annotated[str, typer.Option(help="End: ISO date/time (UTC), epoch seconds, a duration ago, or now.")] = "now",
            fmt: Annotated[str | None, typer.Option("--format", "-f", help="json, csv or pdf (default: from -o's suffix, else json).")] = None,
            output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (default: stdout; a PDF needs -o).")] = None,
            config: ConfigOpt = DEFAULT_CONFIG) -> None:
@@ -92,7 +74,7 @@ def create(mirror: Annotated[str | None, typer.Argument(help="The mirror to repo
     from cloudmirror.ledger.db import LedgerError, describe, redact
     from cloudmirror.ledger.repo import Ledger
     from cloudmirror.reports import FORMATS, ReportError, ReportKeyError
-    from cloudmirror.rpo_service import build_report
+    from cloudmirror.rpo_service import build_report, parse_when
 
     if fmt is None:
         suffix = output.suffix.lower().lstrip(".") if output else ""

@@ -46,6 +46,8 @@ class LedgerCollector:
         self.ledger = None
 
     def bind(self, config, ledger) -> None:
+        """`config`: a Config, or a callable returning the one to report on (read at each
+        scrape, e.g. the mirrors as they run now)."""
         self.config, self.ledger = config, ledger
 
     def describe(self):  # no collect() at registration time
@@ -61,6 +63,8 @@ class LedgerCollector:
         up = GaugeMetricFamily("cloudmirror_ledger_up", "Whether the ledger could be read for this scrape")
         now = time.time()
         try:
+            if callable(config):
+                config = config()
             rows = {(r["mirror"], r["target"]): r for r in ledger_rpo.backlog(ledger)}
             missed = Runs(ledger).missed_events()
         except Exception as e:  # noqa: BLE001 - a scrape must not fail because the database did

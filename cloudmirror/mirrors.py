@@ -15,6 +15,7 @@ Every running service polls the revision and restarts its pipelines when a mirro
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
 from typing import Any
@@ -121,7 +122,24 @@ def _validated(config: Config, ledger: Ledger, spec: dict[str, Any], *, replacin
         if field.startswith("mirrors[0]"):
             raise InvalidInput(field.removeprefix("mirrors[0]").lstrip(".") or "(mirror)", msg) from None
         raise InvalidInput("(mirror)", str(e)) from None
-    return spec_of(cfg.mirrors[0])
+    valid = spec_of(cfg.mirrors[0])
+    _check_storable(valid)
+    return valid
+
+
+def _check_storable(value: Any, field: str = "") -> None:
+    """Refuse what the ledger cannot hold or a service cannot run with: NUL characters (not
+    in PostgreSQL text) and numbers that are not finite (not JSON). Raises InvalidInput."""
+    if isinstance(value, str) and "\x00" in value:
+        raise InvalidInput(field or "(mirror)", "must not contain NUL characters")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInput(field or "(mirror)", "must be a finite number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_storable(v, f"{field}.{k}" if field else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_storable(v, f"{field}[{i}]")
 
 
 def create_mirror(config: Config, ledger: Ledger, spec: dict[str, Any]) -> dict[str, Any]:
@@ -164,8 +182,12 @@ def delete_mirror(config: Config, ledger: Ledger, name: str) -> None:
 
 
 def set_paused(config: Config, ledger: Ledger, name: str, paused: bool) -> dict[str, Any]:
-    """Pause (no new copies start; events are still recorded) or resume. Idempotent.
+    """Pause (no new copies start; events are still recorded) or resume. Idempotent: a
+    mirror already in that state is returned unchanged (same revision; nothing restarts).
     Raises NotFoundError."""
+    current = get_mirror(ledger, name)
+    if bool(current.get("paused")) == paused:
+        return current
     return update_mirror(config, ledger, name, {"paused": paused})
 
 

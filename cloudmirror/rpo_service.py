@@ -4,7 +4,9 @@ API (they stay thin: parse, call one of these, present the result).
 - rpo_live: per target, mirror and group, now: RPO, backlog, latency percentiles over
   recent windows, objective met, and recent RPO history from the ledger.
 - build_report / verify_report: the signed compliance report (JSON, CSV, PDF).
+- rpo_history: RPO over a period as a chart series (one mirror, or each of its targets).
 - install_metrics: /metrics gauges computed from the ledger at scrape time.
+- parse_when: the times users type (`24h`, `now`, ISO 8601, epoch seconds).
 
 A failed replication keeps holding its target's RPO until a newer version of its key is
 copied: its version is not on the target (`service.status` counts only open work).
@@ -12,11 +14,14 @@ copied: its version is not on the target (`service.status` counts only open work
 
 from __future__ import annotations
 
+import math
+import re
 import time
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
-from cloudmirror.config import Config, Mirror
+from cloudmirror.config import Config, Mirror, parse_duration
 from cloudmirror.ledger import rpo as ledger_rpo
 from cloudmirror.ledger.repo import Ledger
 from cloudmirror.ledger.runs import Runs
@@ -49,10 +54,18 @@ def _latency(ledger: Ledger, mirrors: list[str], now: float, target: str | None 
             for w, s in LATENCY_WINDOWS.items()}
 
 
+def _period_rows(ledger: Ledger, mirrors: list[Mirror], since: float, until: float) -> list[dict]:
+    """The replication rows of the configured targets of `mirrors` pending in [since, until)."""
+    return configured(ledger_rpo.period_rows(ledger, [m.name for m in mirrors], since, until), mirrors)
+
+
+def _steps(rows: list[dict], since: float, until: float) -> list[rpo.Step]:
+    return rpo.rpo_steps([rpo.Interval(r["created_at"], r["end"], r["source_time"]) for r in rows], since, until)
+
+
 def _history(ledger: Ledger, mirrors: list[Mirror], objective: float, now: float, window: float) -> dict:
     since = now - window
-    rows = configured(ledger_rpo.period_rows(ledger, [m.name for m in mirrors], since, now), mirrors)
-    steps = rpo.rpo_steps([rpo.Interval(r["created_at"], r["end"], r["source_time"]) for r in rows], since, now)
+    steps = _steps(_period_rows(ledger, mirrors, since, now), since, now)
     worst, at = rpo.worst(steps, since)
     breaches = rpo.find_breaches(steps, objective, now)
     return dict(since=iso(since), worst_rpo_seconds=r3(worst), worst_rpo_at=iso(at), breaches=len(breaches),
@@ -114,6 +127,78 @@ def rpo_live(config: Config, ledger: Ledger, mirror: str | None = None, group: s
     return dict(now=iso(now), targets=targets, mirrors=out_mirrors, groups=out_groups)
 
 
+MAX_HISTORY_POINTS = 2000
+
+
+def rpo_history(config: Config, ledger: Ledger, mirror: str, *, since: float, until: float,
+                points: int = HISTORY_POINTS, target: str | None = None, by_target: bool = False) -> dict:
+    """RPO over [since, until) (epoch seconds) of one mirror, for charts:
+
+        {"mirror", "target", "objective_s", "since", "until", "worst_rpo_s", "worst_at",
+         "series": [{"t": epoch, "rpo_s": seconds}, ...], "targets": [...] | None}
+
+    `series` is the mirror's RPO (the worst of its targets' at each instant), or with
+    `target` that one target's. Joining the points with straight lines draws the curve
+    exactly (a jump is two points at one instant); beyond `points` points it is reduced to
+    the worst RPO per time bin, so peaks are never lost (replication.rpo.series, as the
+    PDF report's chart). With `by_target`, `targets` holds each target's own
+    {"target", "worst_rpo_s", "worst_at", "series"}. Read-only. Raises KeyError (unknown
+    mirror or target) and ReportError (empty period, or fewer than 2 points)."""
+    m = config.mirror(mirror)
+    if target is not None:
+        m.target(target)  # KeyError when it is not one of the mirror's
+    if not until > since:
+        raise ReportError("the period is empty: until must be after since")
+    if not 2 <= points <= MAX_HISTORY_POINTS:
+        raise ReportError(f"points must be within 2..{MAX_HISTORY_POINTS}")
+    rows = _period_rows(ledger, [m], since, until)
+
+    def curve(rs: list[dict]) -> dict:
+        steps = _steps(rs, since, until)
+        worst, at = rpo.worst(steps, since)
+        return dict(worst_rpo_s=r3(worst), worst_at=r3(at),
+                    series=[{"t": r3(t), "rpo_s": r3(v)} for t, v in rpo.series(steps, since, until, points)])
+
+    main = curve([r for r in rows if r["target"] == target] if target is not None else rows)
+    per_target = None
+    if by_target:
+        per_target = [dict(target=t.name, **curve([r for r in rows if r["target"] == t.name])) for t in m.targets
+                      if target is None or t.name == target]
+    return dict(mirror=m.name, target=target, objective_s=m.rpo_objective, since=r3(since), until=r3(until),
+                **main, targets=per_target)
+
+
+# the latest time parse_when accepts (9999-12-31T23:59:59Z): later ones cannot be shown as dates
+MAX_EPOCH = 253402300799.0
+_AGO = re.compile(r"\d+(\.\d+)?\s*(ms|s|m|h|d)")
+_EPOCH = re.compile(r"\d+(\.\d+)?")
+
+
+def parse_when(value: str, *, now: float) -> float:
+    """A time as users type it -> epoch seconds: `now`; a duration ago (`24h`, `7d`, `90m`);
+    an ISO 8601 date/time (UTC unless it says otherwise: `2024-05-01`, `2024-05-01T00:00Z`,
+    `2024-05-01T02:00+02:00`); or, when it is not ISO 8601, a plain number of epoch seconds
+    (`1714521600`). Raises ValueError naming the accepted forms, also for a time before
+    1970 or after 9999. Shared by `cloudmirror report` and the REST API."""
+    v = value.strip()
+    if v.lower() == "now":
+        t = now
+    elif _AGO.fullmatch(v):
+        t = now - parse_duration(v)
+    else:
+        try:
+            dt = datetime.fromisoformat(v[:-1] + "+00:00" if v.endswith(("Z", "z")) else v)
+            t = (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+        except (ValueError, OverflowError):
+            if not _EPOCH.fullmatch(v):
+                raise ValueError(f"not a time: {value!r} (use an ISO date/time such as 2024-05-01T00:00Z, "
+                                 "epoch seconds, a duration ago such as 24h or 7d, or now)") from None
+            t = float(v)
+    if not (math.isfinite(t) and 0 <= t <= MAX_EPOCH):
+        raise ValueError(f"out of range: {value!r} (times run from 1970 to 9999)")
+    return t
+
+
 def _epoch(t: float | datetime) -> float:
     return t.timestamp() if isinstance(t, datetime) else float(t)
 
@@ -155,7 +240,11 @@ def verify_report(data: bytes, config: Config | None = None, *, key: ReportKey |
 
 def install_metrics(config: Config, ledger: Ledger) -> None:
     """Serve the ledger's RPO, backlog, failure and missed-event figures on /metrics
-    (computed at scrape time). Call once per process (again to rebind). Idempotent."""
-    from cloudmirror import metrics
+    (computed at scrape time) for the mirrors as they run now: each scrape reads them from
+    the ledger (mirrors.current_config of `config`, cached per revision), so mirrors added,
+    changed or failed over through the API show without a restart. Call once per process
+    (again to rebind). Idempotent."""
+    from cloudmirror import metrics, mirrors
 
-    metrics.register_ledger_collector(config, ledger)
+    current: Callable[[], Config] = lambda: mirrors.current_config(config, ledger)  # noqa: E731
+    metrics.register_ledger_collector(current, ledger)
