@@ -179,18 +179,23 @@
     }), "No mirrors configured.", 4);
   }
 
+  // Per target: /v1/status, with the live figures of /v1/mirrors/{name}/rpo where the server has
+  // them (backlog bytes; and their RPO, which a failed replication holds until retried).
   function renderTargets(status, live) {
     const byTarget = new Map();
     for (const l of live) for (const t of (l && l.targets) || []) byTarget.set(`${t.mirror}\n${t.target}`, t);
     fill($("targets").tBodies[0], status.targets.map((s) => {
       const l = byTarget.get(`${s.mirror}\n${s.target}`);
-      const objects = l ? l.backlog_objects : s.pending + s.in_progress;
-      return el("tr", {},
+      const rpo = l ? l.rpo_seconds : s.rpo_seconds;
+      const met = l ? l.objective_met : s.objective_met;
+      const failed = l ? l.failed : s.failed;
+      return el("tr", { "data-mirror": s.mirror, "data-target": s.target },
         el("td", {}, s.mirror), el("td", {}, el("code", {}, s.target)),
-        el("td", { class: "num" }, fmtDur(s.rpo_seconds)), el("td", { class: "num" }, fmtDur(s.rpo_objective)),
-        el("td", {}, s.objective_met ? badge("ok", "met") : badge("bad", "breached")),
-        el("td", { class: "num" }, objects), el("td", { class: "num" }, fmtBytes(l ? l.backlog_bytes : null)),
-        el("td", { class: "num" }, s.failed ? el("span", { class: "error-text" }, s.failed) : "0"));
+        el("td", { class: "num" }, fmtDur(rpo)), el("td", { class: "num" }, fmtDur(s.rpo_objective)),
+        el("td", {}, met ? badge("ok", "met") : badge("bad", "breached")),
+        el("td", { class: "num" }, l ? l.backlog_objects : s.pending + s.in_progress),
+        el("td", { class: "num" }, fmtBytes(l ? l.backlog_bytes : null)),
+        el("td", { class: "num" }, failed ? el("span", { class: "error-text" }, failed) : "0"));
     }), "No targets.", 8);
   }
 
