@@ -166,7 +166,7 @@ def page(browser):
     context.close()
 
 
-def test_the_dashboard_shows_mirrors_rpo_failures_and_a_chart(site, page):
+def test_the_dashboard_shows_mirrors_rpo_failures_and_a_chart(page, site):
     from playwright.sync_api import expect
 
     pg = page.page
@@ -200,7 +200,7 @@ def test_the_dashboard_shows_mirrors_rpo_failures_and_a_chart(site, page):
     page.assert_quiet()
 
 
-def test_without_a_key_the_page_asks_for_one_and_the_data_stays_closed(site, page):
+def test_without_a_key_the_page_asks_for_one_and_the_data_stays_closed(page, site):
     from playwright.sync_api import expect
 
     with httpx.Client(base_url=site.url) as http:
@@ -225,7 +225,7 @@ def test_without_a_key_the_page_asks_for_one_and_the_data_stays_closed(site, pag
     page.assert_quiet()
 
 
-def test_a_refused_key_brings_back_the_form_with_the_reason(site, page):
+def test_a_refused_key_brings_back_the_form_with_the_reason(page, site):
     from playwright.sync_api import expect
 
     pg = page.page
@@ -238,7 +238,7 @@ def test_a_refused_key_brings_back_the_form_with_the_reason(site, page):
     page.assert_quiet()
 
 
-def test_a_failing_call_shows_an_inline_error_and_no_script_error(site, page):
+def test_a_failing_call_shows_an_inline_error_and_no_script_error(page, site):
     from playwright.sync_api import expect
 
     pg = page.page
