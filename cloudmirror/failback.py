@@ -22,9 +22,9 @@ the old primary's under `NAME.conflict-<UTC stamp>.EXT` (the stamp before the la
 extension, so suffix filters still match), written as an original on P and copied to O.
 
 Copies go straight through the stores (copy_object: guarded by the etag seen, verified,
-marked as replicas); every round compares again until nothing differs. Keys restored from
-O are also put in the ledger for the mirror's other targets, to be copied from O once the
-normal direction resumes.
+marked as replicas); every round compares again until nothing differs. The other targets
+followed P during the failover; what the failback restores from O (and the kept conflict
+versions) is copied to them as well.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from datetime import UTC, datetime
 from cloudmirror.config import Mirror, Target
 from cloudmirror.errors import ConflictError
 from cloudmirror.ledger.failovers import Failovers, SwitchRefused
-from cloudmirror.ledger.repo import NewVersion, TargetPlan
 from cloudmirror.replication.reconcile import merge
 from cloudmirror.replication.transfer import Endpoint, copy_object
 from cloudmirror.stores.base import (
@@ -109,7 +108,6 @@ class Failback:
         self.stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         self.others = [t for t in m.targets if t.url != self.new]
         self.counts = dict(conflicts=0, restored=0, copied=0, deleted=0)
-        self.restored_keys: dict[str, str] = {}  # key -> put | delete, for the other targets
         self._sem = asyncio.Semaphore(CONCURRENCY)
 
     async def run(self) -> dict:
@@ -136,7 +134,6 @@ class Failback:
         # writes that reached P between the last comparison and the switch: P is a target now
         late = await self.compare(at_risk, deleted, after_switch=True)
         await self.apply(late)
-        await asyncio.to_thread(self._forward_restored)
         return await asyncio.to_thread(self.store.finish, self.record["id"], "completed", **self.counts,
                                        detail={"rounds": rounds, "conflict_suffix": f".conflict-{self.stamp}"})
 
@@ -270,8 +267,9 @@ class Failback:
         self.counts["copied"] += 1
 
     async def _restore(self, o: ObjectMeta) -> None:
-        await self._copy(self.O, self.P, o.key, Target(url=self.new))
-        self.restored_keys[o.key] = "put"
+        """O's write reaches P, and the other targets (they followed P during the failover)."""
+        for t in [Target(url=self.new), *self.others]:
+            await self._copy(self.O, self.service.endpoint(t.url), o.key, t)
 
     async def _delete_old(self, o: ObjectMeta) -> None:
         now = await self._head(self.O, o.key)
@@ -284,7 +282,11 @@ class Failback:
         if now is not None and now.is_replica and now.etag == p.etag:
             await self.P.store.delete(self.P.location.full_key(p.key))
             self.counts["deleted"] += 1
-            self.restored_keys[p.key] = "delete"
+            for t in self.others:  # their copies too (replicas only)
+                ep = self.service.endpoint(t.url)
+                there = await self._head(ep, p.key)
+                if there is not None and there.is_replica:
+                    await ep.store.delete(ep.location.full_key(p.key))
 
     async def _keep_both(self, item: tuple[str, ObjectMeta]) -> None:
         """Write O's version of a key to P under the conflict key, as an original (streamed)."""
@@ -297,16 +299,5 @@ class Failback:
         await self.P.store.put(self.P.location.full_key(ckey), got.body, opts)
         self.counts["copied"] += 1
         await self._to_old(ckey)
-
-    def _forward_restored(self) -> None:
-        """The other targets got P's writes during the failover; the keys restored from O
-        reach them from O through the ledger now that the normal direction runs again."""
-        targets = [t.url for t in self.others if t.url != self.old]
-        if not targets or not self.restored_keys:
-            return
-        now = time.time()
-        self.service.ledger.record([
-            NewVersion(mirror=self.m.name, key=k, token=f"fb:{self.record['id']}:{op}", op=op, source_time=now,
-                       targets=[TargetPlan(t) for t in targets], origin="reconcile")
-            for k, op in sorted(self.restored_keys.items())])
-
+        for t in self.others:
+            await self._copy(self.P, self.service.endpoint(t.url), ckey, t)

@@ -3,7 +3,9 @@
 - `failover(service, name, to=TARGET, mode=planned|forced)`. planned: record the fence (an
   intent: see below), wait until every version the ledger knows of has reached TARGET (at
   most `drain_timeout_s`; a backlog that does not drain, e.g. failed copies, aborts the
-  failover and changes nothing), then switch. forced: switch at once. The switch is one
+  failover and changes nothing), then switch -- in a transaction that refuses to switch
+  while anything is at risk, so a planned failover records RPO 0 or does not happen
+  (writes still in the queue, not yet in the ledger, are not known to it). forced: switch at once. The switch is one
   ledger transaction (ledger.failovers.switch_over): it lists every version not yet on
   TARGET as *data at risk* (key, op, size, source time), records the RPO of the moment (0
   when nothing was at risk) and moves the mirror's `active` location, which running
@@ -39,7 +41,7 @@ from cloudmirror import mirrors
 from cloudmirror.config import EventFeed, Mirror
 from cloudmirror.errors import ConflictError, InvalidInput, NotFoundError
 from cloudmirror.failback import POLICIES, Failback
-from cloudmirror.ledger.failovers import Busy, Failovers, SwitchRefused
+from cloudmirror.ledger.failovers import Busy, Failovers, NotDrained, SwitchRefused
 from cloudmirror.ledger.mirrors import MirrorSpecs, SpecMissing, SpecRow
 from cloudmirror.paging import DEFAULT_LIMIT, Page, page_of
 from cloudmirror.replication.worker import WorkerPool
@@ -150,20 +152,25 @@ async def failover(service, name: str, *, to: str, mode: str = "planned", drain_
                       drain_timeout_s=drain_timeout_s if mode == "planned" else None, reverse_events=events)
     try:
         drained = None
-        if mode == "planned":
-            backlog = await _drain(service, fo, m, to, drain_timeout_s, on_progress)
-            drained = backlog["objects"] == 0
-            if not drained:
-                why = (f"the backlog to {to} did not drain within {drain_timeout_s:g}s: {backlog['objects']} "
-                       f"version(s) not replicated ({backlog['failed']} failed); nothing was switched. Retry the "
-                       "failed copies, wait longer, or fail over with mode forced")
-                await asyncio.to_thread(store.finish, fo["id"], "aborted", drained=False, error=why)
-                raise ConflictError(f"failover #{fo['id']} aborted: {why}")
-        try:
-            await asyncio.to_thread(store.switch_over, fo["id"], name, to)
-        except SwitchRefused as e:
-            await asyncio.to_thread(store.finish, fo["id"], "failed", error=str(e))
-            raise ConflictError(str(e)) from None
+        deadline = time.monotonic() + drain_timeout_s
+        while True:
+            if mode == "planned":
+                backlog = await _drain(service, fo, m, to, max(0.0, deadline - time.monotonic()), on_progress)
+                drained = backlog["objects"] == 0
+                if not drained:
+                    why = (f"the backlog to {to} did not drain within {drain_timeout_s:g}s: {backlog['objects']} "
+                           f"version(s) not replicated ({backlog['failed']} failed); nothing was switched. Retry "
+                           "the failed copies, wait longer, or fail over with mode forced")
+                    await asyncio.to_thread(store.finish, fo["id"], "aborted", drained=False, error=why)
+                    raise ConflictError(f"failover #{fo['id']} aborted: {why}")
+            try:
+                await asyncio.to_thread(store.switch_over, fo["id"], name, to, drained=mode == "planned")
+                break
+            except NotDrained:
+                continue  # writes were recorded between the drain and the switch: drain them too
+            except SwitchRefused as e:
+                await asyncio.to_thread(store.finish, fo["id"], "failed", error=str(e))
+                raise ConflictError(str(e)) from None
         done = await asyncio.to_thread(store.finish, fo["id"], "completed", drained=drained)
         log.warning("mirror %s failed over (%s) to %s: %d object(s) at risk, RPO %.3fs", name, mode, to,
                     done["at_risk_objects"], done["rpo_seconds"] or 0.0)

@@ -37,6 +37,10 @@ class Busy(RuntimeError):
     """Another failover or failback of the mirror is running (its record is `args[0]`)."""
 
 
+class NotDrained(RuntimeError):
+    """A switch that must leave nothing at risk found versions not yet replicated (rolled back)."""
+
+
 class SwitchRefused(RuntimeError):
     """The mirror is not in the state the switch expects (already failed over, not failed
     over, or deleted); the message says which."""
@@ -200,10 +204,12 @@ class Failovers:
         conn.execute(delete(key_heads).where(key_heads.c.mirror == mirror))
 
     @_retry_transient
-    def switch_over(self, failover_id: int, mirror: str, to: str, *, now: float | None = None) -> dict:
+    def switch_over(self, failover_id: int, mirror: str, to: str, *, drained: bool = False,
+                    now: float | None = None) -> dict:
         """Make `to` the mirror's active location, recording every version not yet
         replicated to it (pending, in progress or failed) as data at risk. Raises
-        SwitchRefused when the mirror is already failed over. Returns the record."""
+        SwitchRefused when the mirror is already failed over, NotDrained (nothing changed)
+        when `drained` is asked for and a version is not replicated yet. Returns the record."""
         now = time.time() if now is None else now
         risky = (select(literal(failover_id), literal("at_risk"), V.key, V.op, V.size, V.source_time, R.target, V.id,
                         R.status)
@@ -216,6 +222,8 @@ class Failovers:
             n, size, oldest = conn.execute(
                 select(func.count(), func.coalesce(func.sum(O.size), 0), func.min(O.source_time))
                 .where(O.failover_id == failover_id, O.kind == "at_risk")).one()
+            if drained and n:
+                raise NotDrained(f"{n} version(s) arrived since the backlog drained")
             conn.execute(update(failovers).where(F.id == failover_id).values(
                 switched_at=now, at_risk_objects=int(n), at_risk_bytes=int(size), old_is_target=int(n) == 0,
                 rpo_seconds=max(0.0, now - oldest) if oldest is not None else 0.0, heartbeat_at=now))
