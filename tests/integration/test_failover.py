@@ -1,0 +1,124 @@
+"""Failover and failback end to end on the local cloud: two S3 buckets on moto in different
+regions, S3 -> SQS events for the source, cloudmirror running in-process.
+
+- planned: drains, records RPO 0; writes to the new primary flow back to the old one while
+  failed over; the failback switches back and source writes flow to the target again;
+- forced with data at risk: the record lists exactly the versions not replicated; writes
+  made to the new primary during the failover reach the old primary after the failback; a
+  key written on both sides is reported as a conflict and resolved by each policy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+from cloudmirror import failover, mirrors
+from cloudmirror.failback import conflict_key
+from cloudmirror.ledger.failovers import Failovers
+from cloudmirror.ledger.mirrors import MirrorSpecs
+from tests.integration.harness import Cloud, config, eventually, mirror, running
+
+SRC_REGION, DST_REGION = "us-east-1", "eu-west-1"
+POLL_NEW_PRIMARY = [{"poll": 0.2}]
+
+
+@contextlib.asynccontextmanager
+async def dr_pair(moto_endpoint, ledger_url):
+    """A mirror `dr` from a us-east-1 bucket (with its event queue) to a eu-west-1 one, running."""
+    cloud = Cloud(moto_endpoint)
+    src, dst = cloud.bucket(SRC_REGION), cloud.bucket(DST_REGION)
+    cfg = config(ledger_url, [mirror("dr", cloud, src, [dst], cloud.queue_for(src, SRC_REGION))])
+    async with running(cfg) as r:
+        await eventually(lambda: [s.name for s in MirrorSpecs(r.ledger).all()] == ["dr"], message="seeded")
+        yield r, cfg, cloud, src, dst
+
+
+def body(cloud: Cloud, bucket: str, region: str, key: str) -> bytes | None:
+    s3 = cloud.s3(region)
+    try:
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        return None
+
+
+def holds(cloud, bucket, region, key, data):
+    return lambda: body(cloud, bucket, region, key) == data
+
+
+async def switched(r, source: str) -> None:
+    await eventually(lambda: r.service.config.mirror("dr").source == source, message=f"running from {source}")
+
+
+async def test_planned_failover_drains_reverses_and_fails_back(moto_endpoint, sqlite_url):
+    async with dr_pair(moto_endpoint, sqlite_url) as (r, cfg, cloud, src, dst):
+        old, new = cfg.mirror("dr").source, cfg.mirror("dr").targets[0].url
+        for i in range(5):
+            cloud.s3(SRC_REGION).put_object(Bucket=src, Key=f"before/{i}", Body=b"b" * i)
+        await eventually(lambda: r.ledger.count(mirror="dr") == 5, message="writes recorded")
+
+        fo = await failover.failover(r.service, "dr", to=new, mode="planned", fence=True, drain_timeout_s=60,
+                                     events=POLL_NEW_PRIMARY, requested_by="test")
+
+        assert fo["status"] == "completed" and fo["drained"] is True and fo["rpo_seconds"] == 0
+        assert fo["at_risk_objects"] == 0 and fo["fenced_at"] is not None
+        assert all(body(cloud, dst, DST_REGION, f"before/{i}") == b"b" * i for i in range(5))
+        assert mirrors.get_mirror(r.ledger, "dr")["active"] == new
+        await switched(r, new)
+        cloud.s3(DST_REGION).put_object(Bucket=dst, Key="during.txt", Body=b"written to the new primary")
+        await eventually(holds(cloud, src, SRC_REGION, "during.txt", b"written to the new primary"))
+
+        fb = await failover.failback(r.service, "dr", requested_by="test")
+
+        assert fb["status"] == "completed" and fb["conflicts"] == 0 and fb["of_failover"] == fo["id"]
+        assert mirrors.get_mirror(r.ledger, "dr")["active"] == old
+        await switched(r, old)
+        cloud.s3(SRC_REGION).put_object(Bucket=src, Key="after.txt", Body=b"the normal direction again")
+        await eventually(holds(cloud, dst, DST_REGION, "after.txt", b"the normal direction again"))
+
+
+@pytest.mark.parametrize("policy", ["newest_wins", "primary_wins", "keep_both"])
+async def test_forced_failover_at_risk_and_failback_conflict_by_policy(moto_endpoint, sqlite_url, policy):
+    async with dr_pair(moto_endpoint, sqlite_url) as (r, cfg, cloud, src, dst):
+        old, new = cfg.mirror("dr").source, cfg.mirror("dr").targets[0].url
+        s3_old, s3_new = cloud.s3(SRC_REGION), cloud.s3(DST_REGION)
+        s3_old.put_object(Bucket=src, Key="k.txt", Body=b"v1")
+        await eventually(holds(cloud, dst, DST_REGION, "k.txt", b"v1"))
+        # the target stops taking copies (paused): the next writes are recorded but not replicated
+        mirrors.set_paused(cfg, r.ledger, "dr", True)
+        await eventually(lambda: r.service.config.mirror("dr").paused, message="paused")
+        s3_old.put_object(Bucket=src, Key="k.txt", Body=b"v2 on the old primary")
+        s3_old.put_object(Bucket=src, Key="unreplicated.txt", Body=b"only ever on the old primary")
+        await eventually(lambda: Failovers(r.ledger).backlog_to("dr", new)["objects"] == 2, message="2 pending")
+
+        fo = await failover.failover(r.service, "dr", to=new, mode="forced", events=POLL_NEW_PRIMARY)
+
+        at_risk = failover.failover_objects(r.ledger, fo["id"], kind="at_risk").items
+        pending = {k: v for k in ("k.txt", "unreplicated.txt") for v in r.ledger.replications_for("dr", k)
+                   if v["status"] == "pending"}
+        assert fo["at_risk_objects"] == 2 and fo["at_risk_bytes"] == 21 + 28 and fo["rpo_seconds"] > 0
+        assert sorted((o["key"], o["op"], o["size"], o["source_time"]) for o in at_risk) == [
+            ("k.txt", "put", 21, pending["k.txt"]["source_time"]),
+            ("unreplicated.txt", "put", 28, pending["unreplicated.txt"]["source_time"])]
+        mirrors.set_paused(cfg, r.ledger, "dr", False)
+        await switched(r, new)
+        s3_new.put_object(Bucket=dst, Key="k.txt", Body=b"v3 on the new primary")  # both sides: a conflict
+        s3_new.put_object(Bucket=dst, Key="new.txt", Body=b"written during the failover")
+
+        fb = await failover.failback(r.service, "dr", policy=policy, requested_by="test")
+
+        assert fb["status"] == "completed" and fb["conflicts"] == 1 and fb["restored"] == 1
+        [c] = failover.failover_objects(r.ledger, fb["id"], kind="conflict").items
+        assert c["key"] == "k.txt" and c["size"] == 21
+        assert c["resolution"] == ("kept_both" if policy == "keep_both" else "primary")
+        # the new primary's writes reached the old primary; the old primary's unreplicated one survived
+        assert body(cloud, src, SRC_REGION, "new.txt") == b"written during the failover"
+        assert body(cloud, src, SRC_REGION, "k.txt") == body(cloud, dst, DST_REGION, "k.txt") == b"v3 on the new primary"
+        assert body(cloud, dst, DST_REGION, "unreplicated.txt") == b"only ever on the old primary"
+        if policy == "keep_both":
+            kept = conflict_key("k.txt", fb["detail"]["conflict_suffix"].removeprefix(".conflict-"))
+            assert body(cloud, dst, DST_REGION, kept) == body(cloud, src, SRC_REGION, kept) == b"v2 on the old primary"
+        await switched(r, old)
+        s3_old.put_object(Bucket=src, Key="after.txt", Body=b"after")
+        await eventually(holds(cloud, dst, DST_REGION, "after.txt", b"after"))
