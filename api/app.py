@@ -8,6 +8,7 @@ Access: bearer API keys with roles viewer < operator < admin on every route but 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -18,6 +19,8 @@ from api.audit import AuditMiddleware
 from api.deps import ApiContext, require_viewer
 from api.errors import install_error_handlers, responses
 from api.routers import OPEN, PROTECTED
+from api.routers import failover as failover_routes
+from cloudmirror import mirrors
 from cloudmirror.config import Config
 from cloudmirror.jobs import JobRunner
 from cloudmirror.ledger.repo import Ledger
@@ -42,8 +45,13 @@ Only `/healthz`, `/readyz` and these docs are open.
 
 
 class _OwnStores(Service):
-    """The API's own Service when none is handed in: it shares the app's ledger, and on
-    shutdown closes only the stores it opened."""
+    """The API's own Service when none is handed in: it shares the app's ledger, reconciles
+    the mirrors as they are in the ledger now, and on shutdown closes only the stores it
+    opened."""
+
+    async def reconcile(self, mirror: str, target: str | None = None, **kw):
+        self.config = await asyncio.to_thread(mirrors.current_config, self.base_config, self.ledger)
+        return await super().reconcile(mirror, target, **kw)
 
     async def close(self) -> None:
         for ep in self._endpoints.values():
@@ -55,7 +63,10 @@ class _OwnStores(Service):
 def create_app(config: Config, ledger: Ledger | None = None, *, service: Service | None = None) -> FastAPI:
     """The API over `ledger` (default: one opened on config.ledger for the app's lifetime).
     `service` is the process's Service when the API runs beside the workers (its stores are
-    reused and reconciles wake its workers); by default the app builds its own."""
+    reused and reconciles wake its workers; it has seeded the mirrors); by default the app
+    builds its own and seeds the ledger's mirrors from `config` at startup (idempotent: the
+    file wins only where it changed, see mirrors.seed). The routes see the mirrors as they
+    are in the ledger now (api.deps.CurrentConfig)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -64,9 +75,11 @@ def create_app(config: Config, ledger: Ledger | None = None, *, service: Service
         svc = service if service is not None else _OwnStores(config, ledger=led)
         runner = JobRunner(svc)
         try:
+            if service is None:
+                await asyncio.to_thread(mirrors.seed, config, led)
             await runner.open()
-            install_metrics(config, led)  # the ledger's RPO, backlog and failures on /metrics
-            app.state.ctx = ApiContext(config=config, ledger=led, jobs=runner)
+            install_metrics(config, led)  # the ledger's RPO, backlog and failures on /metrics, current mirrors
+            app.state.ctx = ApiContext(config=config, ledger=led, jobs=runner, follows_mirrors=service is None)
             yield
         finally:
             await runner.close()
@@ -80,7 +93,7 @@ def create_app(config: Config, ledger: Ledger | None = None, *, service: Service
     app.add_middleware(AuditMiddleware, ledger=lambda: getattr(getattr(app.state, "ctx", None), "ledger", None))
     for router in OPEN:
         app.include_router(router)
-    for router in PROTECTED:
+    for router in [*PROTECTED, failover_routes.router]:
         app.include_router(router, dependencies=[Depends(require_viewer)], responses=responses(401, 403))
     app.openapi = lambda: _openapi(app)
     return app

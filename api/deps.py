@@ -1,8 +1,10 @@
 """Dependencies of the routes, as `Annotated` aliases: the app's context (config, ledger, job
-runner), the caller's role (Viewer / Operator / Admin) and pagination (Paging)."""
+runner), the mirrors as they run now (CurrentConfig), the caller's role (Viewer / Operator /
+Admin) and pagination (Paging)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -13,9 +15,9 @@ from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import ApiError, unauthorized
-from cloudmirror import access
+from cloudmirror import access, mirrors
 from cloudmirror.access import Principal, Role
-from cloudmirror.config import Config
+from cloudmirror.config import Config, ConfigError
 from cloudmirror.errors import InvalidInput
 from cloudmirror.jobs import JobRunner
 from cloudmirror.ledger.repo import Ledger
@@ -24,11 +26,15 @@ from cloudmirror.paging import DEFAULT_LIMIT, MAX_LIMIT
 
 @dataclass
 class ApiContext:
-    """What the routes work with; built in the app's lifespan."""
+    """What the routes work with; built in the app's lifespan. `config` is the config file;
+    the mirrors as they run now are in the ledger (use CurrentConfig). `follows_mirrors`: the
+    job runner's Service is the app's own and is kept on the current mirrors by CurrentConfig
+    (a Service running beside the API, in `run`, follows them itself)."""
 
     config: Config
     ledger: Ledger
     jobs: JobRunner
+    follows_mirrors: bool = False
 
 
 def get_context(request: Request) -> ApiContext:
@@ -36,6 +42,22 @@ def get_context(request: Request) -> ApiContext:
 
 
 Ctx = Annotated[ApiContext, Depends(get_context)]
+
+
+async def current_config(ctx: Ctx) -> Config:
+    """The config file with the ledger's mirrors as they run now (mirrors.current_config:
+    cached per revision, one small query per request). 503 when the ledger's mirrors no
+    longer fit the config file's groups (a server misconfiguration, not the caller's)."""
+    try:
+        config = await asyncio.to_thread(mirrors.current_config, ctx.config, ctx.ledger)
+    except ConfigError as e:
+        raise ApiError(503, f"the mirrors in the ledger do not fit the config file: {e}") from None
+    if ctx.follows_mirrors:
+        ctx.jobs.service.config = config  # reconciles started now see a mirror created a moment ago
+    return config
+
+
+CurrentConfig = Annotated[Config, Depends(current_config)]
 
 bearer = HTTPBearer(auto_error=False, scheme_name="apiKey", bearerFormat="cm_...",
                     description="An API key: `Authorization: Bearer cm_...`. Create one with "

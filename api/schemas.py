@@ -6,7 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema
+
+from cloudmirror.config import EventFeed, Filter, Target
 
 T = TypeVar("T")
 
@@ -237,6 +239,262 @@ class ObjectVersion(Out):
 class ObjectHistory(Page[ObjectVersion]):
     mirror: str
     key: str
+
+
+# ------------------------------------------------------------------ mirrors
+# A mirror's body is the config file's mirror entry (cloudmirror.config.Mirror): the same
+# fields, the same nested models, validated by the same code (a field the file refuses is a
+# 422 naming it). Durations take seconds or a string such as 90s, 15m, 6h, 1d.
+MirrorNameField = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", examples=["photos"],
+                                       description="Unique; letters, digits, `_`, `.`, `-` (at most 63).")]
+
+
+def _duration_input(v: Any) -> float | str:
+    """Seconds or a duration string; its value is checked with the rest of the mirror (so
+    that a 422 names the field the way the config file's errors do)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise ValueError("must be a number of seconds or a duration such as 90s, 15m, 6h")
+    try:
+        return float(v) if isinstance(v, int) else v
+    except OverflowError:
+        raise ValueError("too large a number of seconds") from None
+
+
+Duration = Annotated[float | str, PlainValidator(_duration_input), WithJsonSchema({
+    "anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "maxLength": 32}],
+    "description": "Seconds, or a duration such as `90s`, `15m`, `6h`, `1d`.", "examples": ["15m"]})]
+SourceField = Annotated[str, Field(max_length=4096, description="Where applications write: `s3://BUCKET[/PREFIX]"
+                                   "?region=R`, `gs://...`, `az://ACCOUNT/CONTAINER`, `file:///path`, `memory://...`.",
+                                   examples=["s3://photos-use1?region=us-east-1"])]
+TargetsField = Annotated[list[str | Target], Field(min_length=1, max_length=64, description=(
+    "Where copies go: location URLs, or objects `{url, storage_class, sse, kms_key_id}`."))]
+EventsField = Annotated[list[EventFeed], Field(max_length=16, description=(
+    "Feeds announcing source writes, each naming exactly one of `sqs`, `pubsub`, `azure_queue`, `poll` "
+    "(a duration: list the source that often). None: a `file://` source is polled, others rely on reconciles."))]
+DeletesField = Annotated[Literal["replicate", "ignore"], Field(description="`ignore` protects replicas from deletes.")]
+VersionsField = Annotated[Literal["latest", "all"], Field(description=(
+    "`latest`: targets hold each key's current version; `all`: every source version is copied (versioned "
+    "buckets only)."))]
+
+_MIRROR_EXAMPLE = {
+    "name": "photos", "source": "s3://photos-use1?region=us-east-1",
+    "targets": ["s3://photos-euw1?region=eu-west-1", {"url": "gs://photos-dr", "storage_class": "NEARLINE"}],
+    "events": [{"sqs": "https://sqs.us-east-1.amazonaws.com/123456789012/photos-events"}],
+    "filter": {"prefix": "", "exclude_prefixes": ["tmp/"], "suffixes": []},
+    "deletes": "replicate", "rpo_objective": "15m"}
+
+
+class MirrorCreate(BaseModel):
+    """A new mirror: exactly a mirror entry of the config file."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_MIRROR_EXAMPLE, {
+        "name": "docs", "source": "file:///srv/docs", "targets": ["memory://docs-copy"]}]})
+
+    name: MirrorNameField
+    source: SourceField
+    targets: TargetsField
+    events: EventsField = []
+    filter: Filter = Field(default_factory=Filter, description="Which keys are mirrored.")
+    deletes: DeletesField = "replicate"
+    rpo_objective: Duration = Field(900.0, description="The RPO objective (reports and `objective_met`).")
+    paused: bool = Field(False, description="Record events but start no copies.")
+    backfill: bool = Field(False, description="Copy the objects already there (once, for a target never reconciled).")
+    reconcile_every: Duration | None = Field(None, description="Compare source and targets by listing this often.")
+    reconcile_grace: Duration = Field(60.0, description="A reconcile leaves writes this recent to their events.")
+    versions: VersionsField = "latest"
+
+    def spec(self) -> dict[str, Any]:
+        """The fields given, as the config file would have them."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class MirrorUpdate(BaseModel):
+    """Changes to a mirror: each field given replaces the old value whole (a list or object
+    included); fields left out stay. `expect_revision`: only if the mirror is still at that
+    revision (409 otherwise), so two clients cannot overwrite each other's changes unseen."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"rpo_objective": "5m", "expect_revision": 3},
+        {"targets": ["s3://photos-euw1?region=eu-west-1", "az://drstore/photos"]}]})
+
+    expect_revision: int | None = Field(None, ge=1, le=2**63 - 1, description=(
+        "The `revision` you read; the change is refused with 409 when the mirror moved on since."))
+    name: MirrorNameField | None = Field(None, description="If given, the mirror's own name: mirrors are not renamed.")
+    source: SourceField | None = None
+    targets: TargetsField | None = None
+    events: EventsField | None = None
+    filter: Filter | None = None
+    deletes: DeletesField | None = None
+    rpo_objective: Duration | None = None
+    paused: bool | None = None
+    backfill: bool | None = None
+    reconcile_every: Duration | None = None
+    reconcile_grace: Duration | None = None
+    versions: VersionsField | None = None
+
+    def changes(self) -> dict[str, Any]:
+        """The fields given (an explicit null included), without expect_revision."""
+        return self.model_dump(mode="json", exclude_unset=True, exclude={"expect_revision"})
+
+
+class MirrorOut(Out):
+    """A mirror as it is kept (durations in seconds), with where applications write now."""
+
+    name: str
+    source: str = Field(description="As configured (after a failover, `active` differs).")
+    targets: list[Target]
+    events: list[EventFeed]
+    filter: Filter
+    deletes: Literal["replicate", "ignore"]
+    rpo_objective: float
+    paused: bool
+    backfill: bool
+    reconcile_every: float | None
+    reconcile_grace: float
+    versions: Literal["latest", "all"]
+    active: str = Field(description="Where applications write now: `source`, or a target after a failover.")
+    revision: int = Field(description="Grows with every change; send it as `expect_revision` to PATCH.")
+    origin: Literal["file", "api"] = Field(description="Who made it: the config file (seeded at start) or the API.")
+    created_at: Timestamp
+    updated_at: Timestamp
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "name": "photos", "source": "s3://photos-use1?region=us-east-1",
+        "targets": [{"url": "s3://photos-euw1?region=eu-west-1", "storage_class": None, "sse": None,
+                     "kms_key_id": None}],
+        "events": [{"sqs": "https://sqs.us-east-1.amazonaws.com/123456789012/photos-events", "pubsub": None,
+                    "azure_queue": None, "poll": None, "max_outstanding": 1000, "region": None, "receivers": 4,
+                    "eventbridge_keys": "encoded", "wait_time_s": 10, "visibility_timeout_s": 60}],
+        "filter": {"prefix": "", "exclude_prefixes": [], "suffixes": []}, "deletes": "replicate",
+        "rpo_objective": 900.0, "paused": False, "backfill": False, "reconcile_every": None, "reconcile_grace": 60.0,
+        "versions": "latest", "active": "s3://photos-use1?region=us-east-1", "revision": 3, "origin": "file",
+        "created_at": "2026-11-20T09:00:00Z", "updated_at": "2026-11-26T10:00:00Z"}]})
+
+
+# ------------------------------------------------------------------ RPO
+class Latency(Out):
+    """Source write to replica completed, over the replications completed in the window (seconds)."""
+
+    count: int
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    max: float | None
+
+
+LatencyWindows = Annotated[dict[str, Latency], Field(description="Per window: `5m`, `1h`, `24h`.")]
+
+
+class TargetRpo(Out):
+    mirror: str
+    target: str
+    rpo_seconds: float = Field(description="Age of the oldest write not yet on the target (0 when none).")
+    oldest_pending: str | None = Field(description="Source write time of that write (ISO 8601 UTC).")
+    backlog_objects: int = Field(description="Replications pending or in progress.")
+    backlog_bytes: int
+    failed: int = Field(description="Replications that gave up (they hold the RPO until retried or superseded).")
+    missed_events: int
+    rpo_objective_seconds: float
+    objective_met: bool
+    latency: LatencyWindows
+
+
+class RpoRecent(Out):
+    """The last hour: worst RPO, breaches of the objective, and the RPO as [epoch, seconds] points."""
+
+    since: str
+    worst_rpo_seconds: float
+    worst_rpo_at: str
+    breaches: int
+    breach_seconds: float
+    series: list[list[float]]
+
+
+class MirrorRpo(Out):
+    mirror: str
+    rpo_seconds: float = Field(description="The worst of its targets'.")
+    rpo_objective_seconds: float
+    objective_met: bool
+    lagging: str | None = Field(description="`mirror -> target` setting the RPO (null when it is 0).")
+    backlog_objects: int
+    backlog_bytes: int
+    failed: int
+    latency: LatencyWindows
+    history: RpoRecent
+
+
+class GroupRpo(Out):
+    group: str
+    mirrors: list[str]
+    rpo_seconds: float = Field(description="The worst of its mirrors' targets'.")
+    rpo_objective_seconds: float = Field(description="The strictest of its mirrors'.")
+    objective_met: bool
+    lagging: str | None
+    backlog_objects: int
+    backlog_bytes: int
+    failed: int
+    latency: LatencyWindows
+    history: RpoRecent
+
+
+class RpoLive(Out):
+    """Live RPO per target, mirror and consistency group (only the ones asked for)."""
+
+    now: str = Field(description="When the figures were taken (ISO 8601 UTC).")
+    targets: list[TargetRpo]
+    mirrors: list[MirrorRpo]
+    groups: list[GroupRpo]
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "now": "2026-11-26T10:00:00.000Z",
+        "targets": [{"mirror": "photos", "target": "s3://photos-euw1?region=eu-west-1", "rpo_seconds": 2.5,
+                     "oldest_pending": "2026-11-26T09:59:57.500Z", "backlog_objects": 3, "backlog_bytes": 15360,
+                     "failed": 0, "missed_events": 0, "rpo_objective_seconds": 900.0, "objective_met": True,
+                     "latency": {"5m": {"count": 120, "p50": 0.8, "p90": 1.9, "p99": 3.2, "max": 4.0}}}],
+        "mirrors": [{"mirror": "photos", "rpo_seconds": 2.5, "rpo_objective_seconds": 900.0, "objective_met": True,
+                     "lagging": "photos -> s3://photos-euw1?region=eu-west-1", "backlog_objects": 3,
+                     "backlog_bytes": 15360, "failed": 0,
+                     "latency": {"5m": {"count": 120, "p50": 0.8, "p90": 1.9, "p99": 3.2, "max": 4.0}},
+                     "history": {"since": "2026-11-26T09:00:00.000Z", "worst_rpo_seconds": 41.0,
+                                 "worst_rpo_at": "2026-11-26T09:31:12.000Z", "breaches": 0, "breach_seconds": 0.0,
+                                 "series": [[1795597200.0, 0.0], [1795600800.0, 2.5]]}}],
+        "groups": []}]})
+
+
+class RpoPoint(Out):
+    t: float = Field(description="Epoch seconds.")
+    rpo_s: float = Field(description="The RPO at `t` (seconds).")
+
+
+class RpoTargetSeries(Out):
+    target: str
+    worst_rpo_s: float
+    worst_at: float
+    series: list[RpoPoint]
+
+
+class RpoHistory(Out):
+    """RPO over time for a chart. Join the points with straight lines: between them the RPO
+    grows with slope 1 or stays 0, and a drop is two points at one instant. Long periods are
+    reduced to the worst RPO per time bin (at most `points` points), so peaks are kept."""
+
+    mirror: str
+    target: str | None = Field(description="The one target asked for; null: the mirror (worst target at each instant).")
+    objective_s: float = Field(description="The mirror's RPO objective (draw it as a line).")
+    since: float = Field(description="Epoch seconds.")
+    until: float = Field(description="Epoch seconds.")
+    worst_rpo_s: float
+    worst_at: float = Field(description="When the worst RPO was reached (epoch seconds).")
+    series: list[RpoPoint]
+    targets: list[RpoTargetSeries] | None = Field(None, description="With `by_target=true`: each target's own curve.")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "mirror": "photos", "target": None, "objective_s": 900.0, "since": 1795597200.0, "until": 1795600800.0,
+        "worst_rpo_s": 41.1, "worst_at": 1795599072.0,
+        "series": [{"t": 1795597200.0, "rpo_s": 0.0}, {"t": 1795599031.0, "rpo_s": 0.0},
+                   {"t": 1795599031.0, "rpo_s": 0.1}, {"t": 1795599072.0, "rpo_s": 41.1},
+                   {"t": 1795599072.0, "rpo_s": 0.0}, {"t": 1795600800.0, "rpo_s": 0.0}],
+        "targets": None}]})
 
 
 # ------------------------------------------------------------------ keys and audit

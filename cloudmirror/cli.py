@@ -104,14 +104,21 @@ def api(config: ConfigOpt = DEFAULT_CONFIG, verbose: Annotated[bool, typer.Optio
 def status(config: ConfigOpt = DEFAULT_CONFIG,
            as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
     """Per mirror and target: pending, failed, completed, and the RPO (oldest pending age)."""
+    from cloudmirror.config import ConfigError
     from cloudmirror.ledger.db import LedgerError, describe, redact
+    from cloudmirror.ledger.mirrors import MirrorSpecs
     from cloudmirror.ledger.repo import Ledger
+    from cloudmirror.mirrors import current_config
     from cloudmirror.service import group_status, status as status_rows
 
     cfg = _config(config)
     ledger = Ledger(cfg.ledger, pool_size=0)
     try:
+        if MirrorSpecs(ledger).revision()[1]:  # seeded by a start: the mirrors as they run now (API changes too)
+            cfg = current_config(cfg, ledger)
         rows = status_rows(cfg, ledger)
+    except ConfigError as e:
+        raise fail(f"the mirrors in the ledger do not fit {config}: {e}") from None
     except LedgerError as e:
         raise fail(str(e)) from None
     except Exception as e:  # noqa: BLE001 - unreachable, or no schema yet: one line saying which

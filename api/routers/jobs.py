@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from api.audit import note
-from api.deps import Ctx, FilterStr, MirrorName, Operator, Paging, RowId, encode_cursor
+from api.deps import Ctx, FilterStr, MirrorName, Operator, Paging, RowId, current_config, encode_cursor
 from api.errors import responses
 from api.schemas import Job, JobEnvelope, Page, ReconcileRequest
 from cloudmirror import jobs
@@ -21,7 +21,8 @@ router = APIRouter(prefix="/v1", tags=["jobs"])
                          "workers (the same as `cloudmirror reconcile`). Answers at once with the job; follow it "
                          "with GET /v1/jobs/{id}. 409 while another reconcile that changes the ledger covers "
                          "the same target; dry runs never conflict.",
-             responses=responses(400, 404, 409, 422))
+             responses=responses(400, 404, 409, 422),
+             dependencies=[Depends(current_config)])  # the mirrors as they are now (one created a moment ago)
 async def reconcile(ctx: Ctx, who: Operator, name: MirrorName, request: Request, response: Response,
                     body: ReconcileRequest | None = None) -> dict:
     body = body or ReconcileRequest()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import Ctx, MirrorName, ObjectKey, Paging, encode_cursor
+from api.deps import Ctx, CurrentConfig, MirrorName, ObjectKey, Paging, encode_cursor
 from api.errors import responses
 from api.schemas import ObjectHistory
 from cloudmirror import replications
@@ -15,7 +15,7 @@ router = APIRouter(prefix="/v1/mirrors", tags=["objects"])
 
 @router.get("/{name}/objects/{key:path}", response_model=ObjectHistory, responses=responses(404),
             summary="A key's versions and their status on each target, oldest first")
-def object_history(ctx: Ctx, name: MirrorName, key: ObjectKey, page: Paging) -> dict:
-    got = replications.key_history(ctx.config, ctx.ledger, name, key, after=page.position("versions"),
+def object_history(ctx: Ctx, config: CurrentConfig, name: MirrorName, key: ObjectKey, page: Paging) -> dict:
+    got = replications.key_history(config, ctx.ledger, name, key, after=page.position("versions"),
                                    limit=page.limit)
     return {"mirror": name, "key": key, "items": got.items, "next_cursor": encode_cursor("versions", got.next_after)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import Ctx
+from api.deps import Ctx, CurrentConfig
 from api.schemas import StatusOut
 from cloudmirror import service
 
@@ -12,6 +12,6 @@ router = APIRouter(prefix="/v1", tags=["status"])
 
 
 @router.get("/status", response_model=StatusOut, summary="Replication status and RPO of every target")
-def status(ctx: Ctx) -> dict:
-    rows = service.status(ctx.config, ctx.ledger)
-    return {"targets": rows, "groups": service.group_status(ctx.config, rows)}
+def status(ctx: Ctx, config: CurrentConfig) -> dict:
+    rows = service.status(config, ctx.ledger)
+    return {"targets": rows, "groups": service.group_status(config, rows)}
