@@ -78,6 +78,15 @@ async def running_api(config: Config, ledger: Ledger):
             yield api
 
 
+@pytest.fixture(autouse=True)
+def _report_key(tmp_path, monkeypatch):
+    """Reports are signed with a key file of the test's own, never one in ~/.config."""
+    from cloudmirror.reports.signing import KEY_ENV, KEY_FILE_ENV
+
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    monkeypatch.setenv(KEY_FILE_ENV, str(tmp_path / "report.key"))
+
+
 @pytest.fixture
 def api_config(ledger_url) -> Config:
     return mirror_config(ledger_url)

@@ -1,0 +1,122 @@
+"""The compliance report through the API (SQLite and PostgreSQL): the very file `cloudmirror
+report` writes for the same period (same digest), in JSON, CSV and PDF, that verifies; a
+group's; and every bad request as our JSON error (422 naming the field, 404, and 503 when
+the server has no usable key)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from cloudmirror.config import validate_config
+from cloudmirror.reports.data import iso
+from cloudmirror.reports.signing import KEY_FILE_ENV
+from cloudmirror.rpo_service import REPORT_MEDIA_TYPES, verify_report
+from tests.api.conftest import assert_error, mirror_config_data, running_api
+from tests.unit.test_rpo import A, B, T0, Writer, outage_workload
+
+FORMATS = ("json", "csv", "pdf")
+FROZEN = T0 + 200  # "now" for the API and the CLI alike, so that the two files can be compared
+_TRAILER = re.compile(rb"digest[=: ]+sha256:([0-9a-f]{64})")
+
+
+@pytest.fixture
+def config(ledger_url):
+    data = mirror_config_data(ledger_url, targets=[A, B], rpo_objective="10s")
+    data["groups"] = [{"name": "dr", "mirrors": ["photos", "docs"]}]
+    return validate_config(data)
+
+
+@pytest.fixture
+async def api(config, ledger):
+    await asyncio.to_thread(outage_workload, Writer(ledger, mirror="photos"))  # A down T0+30..T0+90.2
+    async with running_api(config, ledger) as a:
+        yield a
+
+
+def digest(blob: bytes, fmt: str) -> str:
+    """The signed digest of a report file, whatever its format."""
+    if fmt == "json":
+        return json.loads(blob)["digest"]
+    return _TRAILER.findall(blob)[-1].decode()
+
+
+def cli_report(config, tmp_path, fmt: str, *args: str) -> bytes:
+    from cloudmirror.cli import app
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    out = tmp_path / f"cli.{fmt}"
+    r = CliRunner().invoke(app, ["report", *args, "--format", fmt, "-o", str(out), "-c", str(path)],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return out.read_bytes()
+
+
+def assert_report_file(r, fmt: str, filename: str) -> bytes:
+    """A 200 with the format's media type, as an attachment named `filename`, that verifies."""
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == REPORT_MEDIA_TYPES[fmt]
+    assert r.headers["content-disposition"] == f'attachment; filename="{filename}"'
+    ok, reason = verify_report(r.content)
+    assert ok and reason.startswith(f"valid {fmt} report"), reason
+    return r.content
+
+
+async def test_the_api_serves_the_file_the_cli_writes(api, tmp_path, monkeypatch):
+    monkeypatch.setattr(time, "time", lambda: FROZEN)
+    since, until = iso(T0), iso(T0 + 120)
+    for fmt in FORMATS:
+        r = await api.viewer.get("/v1/reports/rpo", params={"mirror": "photos", "since": since,
+                                                             "until": str(int(T0 + 120)), "format": fmt})
+        blob = assert_report_file(r, fmt, f"rpo-report-photos-20231114T221320Z-20231114T221520Z.{fmt}")
+        cli = await asyncio.to_thread(cli_report, api.config, tmp_path, fmt, "photos", "--since", since,
+                                      "--until", until)
+        assert digest(blob, fmt) == digest(cli, fmt), fmt
+        assert blob == cli, fmt
+    r = await api.viewer.get("/v1/reports/rpo", params={"mirror": "photos", "since": since, "until": until})
+    data = json.loads(assert_report_file(r, "json", "rpo-report-photos-20231114T221320Z-20231114T221520Z.json"))
+    assert data["data"]["scope"]["name"] == "photos" and data["data"]["summary"]["breaches"] == 1
+    assert data["data"]["generated_at"] == iso(FROZEN)
+    tampered = r.content.replace(b'"breaches": 1', b'"breaches": 0', 1)
+    assert tampered != r.content and not verify_report(tampered)[0]
+
+
+async def test_a_group_report_and_the_default_period(api):
+    r = await api.viewer.get("/v1/reports/rpo", params={"group": "dr", "since": str(int(T0)),
+                                                         "until": str(int(T0 + 120)), "format": "csv"})
+    blob = assert_report_file(r, "csv", "rpo-report-dr-20231114T221320Z-20231114T221520Z.csv")
+    assert b"scope_kind,group" in blob and b"scope_name,dr" in blob
+    r = await api.viewer.get("/v1/reports/rpo", params={"mirror": "docs"})  # the last 24 hours, JSON
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json", r.text
+    period = json.loads(r.content)["data"]["period"]
+    assert period["seconds"] == pytest.approx(86400, abs=1)
+
+
+async def test_bad_requests_are_our_errors(api):
+    url = "/v1/reports/rpo"
+    for params, field in (({}, "query.mirror"),
+                          ({"mirror": "photos", "group": "dr"}, "query.group"),
+                          ({"mirror": "photos", "format": "xml"}, "query.format"),
+                          ({"mirror": "photos", "since": "last tuesday"}, "query.since"),
+                          ({"mirror": "photos", "until": "99999999999999"}, "query.until"),
+                          ({"mirror": "photos", "since": "1h", "until": "2h"}, "query.until"),
+                          ({"mirror": "photos", "since": ""}, "query.since")):
+        assert_error(await api.viewer.get(url, params=params), 422, "validation_error", field=field)
+    assert_error(await api.viewer.get(url, params={"mirror": "nope"}), 404, "not_found")
+    assert_error(await api.viewer.get(url, params={"group": "nope"}), 404, "not_found")
+    assert_error(await api.anonymous.get(url, params={"mirror": "photos"}), 401, "unauthorized")
+
+
+async def test_no_usable_report_key_is_503_not_a_crash(api, tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("x")
+    monkeypatch.setenv(KEY_FILE_ENV, str(blocker / "report.key"))  # cannot be read nor created
+    err = assert_error(await api.viewer.get("/v1/reports/rpo", params={"mirror": "photos"}), 503, "unavailable")
+    assert "report key" in err["message"] and "not-a-directory" in err["message"]
