@@ -18,7 +18,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from cloudmirror import cli_report
+from cloudmirror import cli_failover, cli_report
 from cloudmirror.cli_keys import keys_app
 from cloudmirror.config import Config, ConfigError, load_config
 from cloudmirror.location import parse_location
@@ -32,6 +32,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(local_app, name="local")
 app.add_typer(keys_app, name="keys")
 cli_report.register(app)
+cli_failover.register(app)
 # output that is not a terminal (logs, pipes, CI) has no width to respect: do not squeeze tables
 console = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)

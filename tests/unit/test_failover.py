@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 
 import pytest
 
@@ -293,3 +294,37 @@ async def test_drill_finds_a_replica_changed_behind_our_back(sqlite_url):
             await drills.drill(r.service, "m", sample=-1)
         with pytest.raises(NotFoundError):
             await drills.drill(r.service, "nope")
+
+
+# ---------------------------------------------------------------- command line
+def test_cli_failover_failback_and_drill(sqlite_url, tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from cloudmirror.cli import app
+
+    cfg = make_config(sqlite_url, targets=1)
+    path = tmp_path / "cloudmirror.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    target = cfg.mirror("m").targets[0].url
+    cli = CliRunner()
+
+    def run(*args: str):
+        return cli.invoke(app, [*args, "-c", str(path)])
+
+    got = run("drill", "m", "--sample", "3")
+    assert got.exit_code == 0 and "drill #1 of m: passed" in got.output, got.output
+    got = run("failover", "m", "--to", "memory://nowhere", "--force")
+    assert got.exit_code == 2 and "to: 'memory://nowhere' is not a target" in got.output
+    got = run("failover", "m", "--to", target, "--drain-timeout", "nonsense")
+    assert got.exit_code == 2 and "--drain-timeout" in got.output
+    got = run("failover", "m", "--to", target, "--force", "--poll", "1s")
+    assert got.exit_code == 0 and "data at risk: 0 object(s)" in got.output, got.output
+    got = run("failover", "m", "--to", target, "--force")
+    assert got.exit_code == 1 and "already failed over" in got.output
+    got = run("failback", "m", "--policy", "keep_both", "--json")
+    assert got.exit_code == 0, got.output
+    rec = json.loads(got.output[got.output.index("{"):])
+    assert rec["kind"] == "failback" and rec["status"] == "completed" and rec["policy"] == "keep_both"
+    got = run("failback", "m")
+    assert got.exit_code == 1 and "not failed over" in got.output
