@@ -112,6 +112,9 @@ async def test_forced_failover_lists_exactly_the_versions_not_replicated(ledger_
             ("a.txt", "put", 9, seen["a.txt"]["source_time"], p),
             ("b/c.txt", "put", 10, seen["b/c.txt"]["source_time"], p)}
         assert mirrors.get_mirror(r.ledger, "m")["active"] == p
+        report = build_data(cfg, r.ledger, mirror="m", since=fo["started_at"] - 60, until=fo["finished_at"] + 60)
+        assert [(f["kind"], f["to"], f["outcome"]) for f in report["failovers"]] == [
+            ("forced", p, f"completed: 2 object(s) at risk ({fo['at_risk_bytes']} bytes)")]
         # the service now reads the new primary; the old one receives nothing until the failback
         await eventually(lambda: r.service.config.mirror("m").source == p, message="reversed")
         assert [t.url for t in r.service.config.mirror("m").targets] == [t2]
