@@ -27,12 +27,11 @@ import time
 
 from cloudmirror import mirrors
 from cloudmirror.config import Mirror, Target
-from cloudmirror.errors import InvalidInput
+from cloudmirror.errors import InvalidInput, NotFoundError
 from cloudmirror.failover import _load
 from cloudmirror.ledger.failovers import Failovers
 from cloudmirror.ledger.mirrors import MirrorSpecs
 from cloudmirror.paging import DEFAULT_LIMIT, Page, page_of
-from cloudmirror.errors import NotFoundError
 from cloudmirror.replication.reconcile import Reconciler
 from cloudmirror.replication.transfer import Endpoint
 from cloudmirror.rpo_service import rpo_live
