@@ -120,3 +120,22 @@ async def test_no_usable_report_key_is_503_not_a_crash(api, tmp_path, monkeypatc
     monkeypatch.setenv(KEY_FILE_ENV, str(blocker / "report.key"))  # cannot be read nor created
     err = assert_error(await api.viewer.get("/v1/reports/rpo", params={"mirror": "photos"}), 503, "unavailable")
     assert "report key" in err["message"] and "not-a-directory" in err["message"]
+
+
+def test_the_document_describes_the_new_routes(config):
+    from api.app import create_app
+
+    doc = create_app(config).openapi()
+    paths, schemas = doc["paths"], doc["components"]["schemas"]
+    report = paths["/v1/reports/rpo"]["get"]
+    assert set(report["responses"]["200"]["content"]) == {"application/json", "text/csv", "application/pdf"}
+    assert {"404", "422", "503"} <= set(report["responses"])
+    assert {p["name"] for p in report["parameters"]} == {"mirror", "group", "since", "until", "format"}
+    history = paths["/v1/mirrors/{name}/rpo/history"]["get"]
+    assert history["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/RpoHistory"}
+    for name in ("MirrorCreate", "MirrorUpdate", "MirrorOut", "RpoLive", "RpoHistory"):
+        assert schemas[name]["examples"], name
+    assert "expect_revision" in schemas["MirrorUpdate"]["properties"]
+    assert set(paths["/v1/mirrors"]) == {"get", "post"}
+    assert set(paths["/v1/mirrors/{name}"]) == {"get", "patch", "delete"}
