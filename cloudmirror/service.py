@@ -16,6 +16,7 @@ from cloudmirror import mirrors
 from cloudmirror.config import Config, Mirror, Target
 from cloudmirror.events import open_feed
 from cloudmirror.replication.poller import PollFeed
+from cloudmirror.ledger import rpo as ledger_rpo
 from cloudmirror.ledger.mirrors import MirrorSpecs
 from cloudmirror.ledger.repo import Ledger
 from cloudmirror.ledger.runs import Runs
@@ -59,10 +60,17 @@ def upgrade_db(config: Config) -> None:
         ledger.close()
 
 
-def status(config: Config, ledger: Ledger) -> list[dict]:
-    """Per mirror and target: counts by status and the RPO (age of the oldest open write).
-    Targets with no replications yet appear with zeros."""
-    rows = {(r["mirror"], r["target"]): r for r in ledger.status()}
+def status(config: Config, ledger: Ledger, *, now: float | None = None) -> list[dict]:
+    """Per mirror and target: counts by status and the RPO: the age of the oldest source
+    write not yet on the target (pending, in progress, or failed and not made moot by a newer
+    copy of its key -- the same rule as the live RPO, /metrics and the reports). Targets with
+    no replications yet appear with zeros."""
+    now = time.time() if now is None else now
+    rows = {(r["mirror"], r["target"]): r for r in ledger.status(now=now)}
+    for b in ledger_rpo.backlog(ledger):
+        r = rows.get((b["mirror"], b["target"]))
+        if r is not None and b["oldest_open"] is not None:
+            r["rpo_seconds"] = max(r["rpo_seconds"], now - b["oldest_open"])
     missed = Runs(ledger).missed_events()
     out = []
     for m in config.mirrors:

@@ -308,3 +308,19 @@ def test_metrics_collector_reads_the_ledger_at_scrape_time(ledger, ledger_url):
     metrics.register_ledger_collector(cfg, broken, registry)
     assert metric(generate_latest(registry).decode(), "cloudmirror_ledger_up") == 0
     broken.close()
+
+
+def test_status_and_live_rpo_agree_that_a_failed_copy_holds_the_rpo(ledger, ledger_url):
+    from cloudmirror.service import group_status, status
+
+    cfg = two_target_config(ledger_url)
+    w = Writer(ledger)
+    w.put("c", T0 + 2, {B: None}, size=5)
+    w.fail("m", B, "c", T0 + 3)
+    rows = {r["target"]: r for r in status(cfg, ledger, now=T0 + 50)}
+    live = {r["target"]: r for r in rpo_live(cfg, ledger, now=T0 + 50)["targets"]}
+    assert rows[B]["failed"] == 1 and rows[B]["pending"] == 0
+    assert rows[B]["rpo_seconds"] == pytest.approx(48.1) == pytest.approx(live[B]["rpo_seconds"])
+    assert rows[B]["objective_met"] is False
+    [g] = group_status(cfg, list(rows.values()), now=T0 + 50)
+    assert g["rpo_seconds"] == pytest.approx(48.1) and g["lagging"] == f"m -> {B}"
