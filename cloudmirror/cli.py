@@ -10,17 +10,17 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 from cloudmirror import cli_failover, cli_report
+from cloudmirror.cli_common import DEFAULT_CONFIG, ConfigOpt, console, err, fail
+from cloudmirror.cli_common import config_or_exit as _config
 from cloudmirror.cli_keys import keys_app
-from cloudmirror.config import Config, ConfigError, load_config
+from cloudmirror.config import Config, ConfigError
 from cloudmirror.location import parse_location
 
 app = typer.Typer(help="Near-real-time mirrors of object storage across regions and providers.",
@@ -33,24 +33,6 @@ app.add_typer(local_app, name="local")
 app.add_typer(keys_app, name="keys")
 cli_report.register(app)
 cli_failover.register(app)
-# output that is not a terminal (logs, pipes, CI) has no width to respect: do not squeeze tables
-console = Console(width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
-
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="CLOUDMIRROR_CONFIG", help="Config file (YAML).")]
-DEFAULT_CONFIG = Path("cloudmirror.yaml")
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _config(path: Path) -> Config:
-    try:
-        return load_config(path)
-    except ConfigError as e:
-        raise fail(str(e)) from None
 
 
 def _logging(verbose: bool) -> None:
@@ -105,12 +87,12 @@ def api(config: ConfigOpt = DEFAULT_CONFIG, verbose: Annotated[bool, typer.Optio
 def status(config: ConfigOpt = DEFAULT_CONFIG,
            as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
     """Per mirror and target: pending, failed, completed, and the RPO (oldest pending age)."""
-    from cloudmirror.config import ConfigError
     from cloudmirror.ledger.db import LedgerError, describe, redact
     from cloudmirror.ledger.mirrors import MirrorSpecs
     from cloudmirror.ledger.repo import Ledger
     from cloudmirror.mirrors import current_config
-    from cloudmirror.service import group_status, status as status_rows
+    from cloudmirror.service import group_status
+    from cloudmirror.service import status as status_rows
 
     cfg = _config(config)
     ledger = Ledger(cfg.ledger, pool_size=0)
@@ -174,7 +156,8 @@ def reconcile(mirror: Annotated[str, typer.Argument(help="The mirror to reconcil
               as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False) -> None:
     """Compare a mirror's source with its targets by listing both; record every difference as
     work for the workers (copies; deletes when the mirror replicates deletes)."""
-    from rich.progress import Progress as Bar, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as Bar
+    from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from cloudmirror.ledger.runs import Runs
     from cloudmirror.service import Service

@@ -16,15 +16,15 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from cloudmirror.config import Config, ConfigError, load_config, parse_duration
+from cloudmirror.cli_common import DEFAULT_CONFIG, ConfigOpt
+from cloudmirror.cli_common import config_or_exit as _config
+from cloudmirror.cli_common import fail as _fail
+from cloudmirror.config import Config, parse_duration
 
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="CLOUDMIRROR_CONFIG", help="Config file (YAML).")]
-DEFAULT_CONFIG = Path("cloudmirror.yaml")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the record as JSON.")]
 
 
@@ -33,18 +33,6 @@ def register(app: typer.Typer) -> None:
     app.command("failover")(failover_cmd)
     app.command("failback")(failback_cmd)
     app.command("drill")(drill_cmd)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
-def _config(path: Path) -> Config:
-    try:
-        return load_config(path)
-    except ConfigError as e:
-        raise _fail(str(e)) from None
 
 
 def _seconds(option: str, value: str) -> float:

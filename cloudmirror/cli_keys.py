@@ -5,29 +5,21 @@ from __future__ import annotations
 
 import getpass
 import json
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
+
+from cloudmirror.cli_common import DEFAULT_CONFIG, ConfigOpt, console, err
+from cloudmirror.cli_common import fail as _fail
 
 keys_app = typer.Typer(help="API keys of the REST API (bearer tokens with a role: viewer, operator, admin).",
                        no_args_is_help=True)
-console = Console(width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="CLOUDMIRROR_CONFIG", help="Config file (YAML).")]
 LedgerOpt = Annotated[str | None, typer.Option("--ledger", help="Ledger URL (overrides the config).")]
-DEFAULT_CONFIG = Path("cloudmirror.yaml")
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
 
 
 def _ledger_url(config: Path, ledger: str | None) -> str:

@@ -19,10 +19,9 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from cloudmirror.config import Config, ConfigError, load_config
-
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="CLOUDMIRROR_CONFIG", help="Config file (YAML).")]
-DEFAULT_CONFIG = Path("cloudmirror.yaml")
+from cloudmirror.cli_common import DEFAULT_CONFIG, ConfigOpt
+from cloudmirror.cli_common import config_or_exit as _config
+from cloudmirror.cli_common import fail as _fail
 
 
 class _DefaultToCreate(TyperGroup):
@@ -44,18 +43,6 @@ report_app = typer.Typer(cls=_DefaultToCreate, no_args_is_help=True, add_complet
 def register(app: typer.Typer) -> None:
     """Add `report` (and `report verify`) to the main command line."""
     app.add_typer(report_app, name="report")
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
-def _config(path: Path) -> Config:
-    try:
-        return load_config(path)
-    except ConfigError as e:
-        raise _fail(str(e)) from None
 
 
 @report_app.command("create")

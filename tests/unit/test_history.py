@@ -13,7 +13,7 @@ from cloudmirror.replication.history import key_versions, sync_history
 from cloudmirror.replication.transfer import Endpoint
 from cloudmirror.stores import open_store
 from cloudmirror.stores.base import REPLICA_MARKER, SOURCE_VERSION_KEY, FatalError, GetOptions, PutOptions, RetryableError
-from cloudmirror.stores.memory import inject_fault, reset_memory_stores, set_versioning
+from cloudmirror.stores.memory import reset_memory_stores, set_versioning
 from tests.unit.test_worker import drain
 
 SRC, DST = "memory://hsrc", "memory://hdst"
