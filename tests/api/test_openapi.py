@@ -4,21 +4,16 @@ schemathesis, fuzzing every operation with an admin key against a live server, n
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import time
-
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 
 from api.app import create_app
 from cloudmirror import access
-from cloudmirror.local.procs import free_port
 from tests.api.conftest import mirror_config
+from tests.api.live import serving
 
 
 def test_the_document_declares_bearer_auth_examples_and_errors(api_config):
@@ -47,22 +42,6 @@ def test_the_document_declares_bearer_auth_examples_and_errors(api_config):
         assert schemas[out]["examples"], out
 
 
-@contextlib.contextmanager
-def serving(app):
-    """The app on a free local port, lifespan included, in a thread of its own."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, name="api-under-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:  # poll with a deadline
-        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 @pytest.fixture

@@ -9,22 +9,19 @@ except in CI, where they must run."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 
 import httpx
 import pytest
-import uvicorn
 
 from api.app import create_app
 from cloudmirror import access
 from cloudmirror import mirrors as mirror_service
 from cloudmirror.config import Config, validate_config
 from cloudmirror.ledger.repo import Ledger, NewVersion, TargetPlan
-from cloudmirror.local.procs import free_port
+from tests.api.live import serving
 from tests.conftest import ARTIFACTS, unique_name
 
 CHROMIUM = os.environ.get("CLOUDMIRROR_CHROMIUM", "/usr/bin/chromium")
@@ -90,22 +87,6 @@ def write_last_hour(ledger: Ledger, now: float) -> None:
     h.settle()
 
 
-@contextlib.contextmanager
-def serving(app):
-    """The app on a free local port, lifespan included, in a thread of its own."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, name="dashboard-under-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:  # poll with a deadline
-        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 @dataclass
