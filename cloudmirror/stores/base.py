@@ -2,7 +2,7 @@
 
 Small and object_store-like: head/get/put/delete/list/copy, each taking an options
 dataclass. Optional capabilities are separate runtime_checkable protocols
-(`ServerSideCopier`), checked once when a transfer is planned.
+(`ServerSideCopier`, `Fencer`), checked once when a transfer is planned.
 
 Errors are classified at this boundary (see the StoreError hierarchy): callers never see
 an SDK exception.
@@ -243,3 +243,18 @@ class ServerSideCopier(Protocol):
     async def copy(self, source: Location, source_key: str, key: str, opts: CopyOptions) -> PutResult:
         """Raises PreconditionFailed when opts.source_if_match no longer holds, NotFound
         when the source key is gone."""
+
+
+@runtime_checkable
+class Fencer(Protocol):
+    """Stores that can block other identities' writes to their location (a planned
+    failover's fence). Only S3 implements it (a bucket-policy statement)."""
+
+    async def fence(self, reason: str) -> str:
+        """Deny object writes and deletes on the location to everyone but cloudmirror.
+        Idempotent. Returns a description of what was done. Raises AccessDenied (no power
+        to change the policy), FatalError (our identity is unknown), RetryableError."""
+
+    async def unfence(self) -> bool:
+        """Remove the fence. Idempotent: True when a fence was removed, False when there
+        was none. Raises AccessDenied, RetryableError."""

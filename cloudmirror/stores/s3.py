@@ -44,6 +44,7 @@ from cloudmirror.stores.s3_common import (
 )
 from cloudmirror.stores.s3_copy import S3CopyMixin
 from cloudmirror.stores.s3_errors import classify_error, translate
+from cloudmirror.stores.s3_fence import S3FenceMixin
 from cloudmirror.stores.s3_transfer import effective_part_size, is_plain_md5, md5_digest, multipart_upload
 
 __all__ = ["S3Store", "classify_error", "create_bucket", "client_config"]
@@ -75,8 +76,8 @@ def _fast_timestamp(value):
     return parse_timestamp(value)
 
 
-class S3Store(S3CopyMixin):
-    """Store + ServerSideCopier (see s3_copy) for s3:// locations.
+class S3Store(S3CopyMixin, S3FenceMixin):
+    """Store + ServerSideCopier (see s3_copy) + Fencer (see s3_fence) for s3:// locations.
 
     `copy_multipart_threshold`: copies larger than this use UploadPartCopy (5 GiB, the
     CopyObject limit; tests lower it)."""
