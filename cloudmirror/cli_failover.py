@@ -84,7 +84,7 @@ def failover_cmd(mirror: Annotated[str, typer.Argument(help="The mirror to fail 
                  to: Annotated[str, typer.Option("--to", help="The target that becomes the primary (URL as in the config).")],
                  force: Annotated[bool, typer.Option("--force", help="Switch now; record what was not replicated as data at risk.")] = False,
                  drain_timeout: Annotated[str, typer.Option("--drain-timeout", help="Planned: how long to wait for the backlog (e.g. 5m).")] = "5m",
-                 fence: Annotated[bool, typer.Option("--fence", help="Planned: record that writes to the old primary are fenced (an intent).")] = False,
+                 fence: Annotated[bool, typer.Option("--fence", help="Planned: fence the old primary (S3: a bucket policy denies other identities' writes; elsewhere a recorded intent).")] = False,
                  poll: Annotated[str | None, typer.Option("--poll", help="List the new primary this often for writes (default 60s).")] = None,
                  as_json: JsonOpt = False, config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """Make a target the mirror's primary. Planned (default): drain the backlog first, then

@@ -21,6 +21,13 @@ keeps the current primary's, `keep_both` keeps the current primary's under the k
 the old primary's under `NAME.conflict-<UTC stamp>.EXT` (the stamp before the last
 extension, so suffix filters still match), written as an original on P and copied to O.
 
+The old primary is unfenced first (when its store is a Fencer and a planned failover
+fenced it): at the failback's start rather than at its switch, so that a failback never
+switches applications back onto a location that still denies their writes. Writes that
+land on O while the failback runs are ordinary O writes to the comparison (copied to P,
+or conflicts), and the rounds repeat until nothing differs. A failback that then fails
+leaves O unfenced (the fence is not put back): applications follow `active`, still P.
+
 Copies go straight through the stores (copy_object: guarded by the etag seen, verified,
 marked as replicas); every round compares again until nothing differs. The other targets
 followed P during the failover; what the failback restores from O (and the kept conflict
@@ -43,6 +50,7 @@ from cloudmirror.replication.transfer import Endpoint, copy_object
 from cloudmirror.stores.base import (
     REPLICA_MARKER,
     SOURCE_VERSION_KEY,
+    Fencer,
     GetOptions,
     ListOptions,
     NotFound,
@@ -111,6 +119,7 @@ class Failback:
         self._sem = asyncio.Semaphore(CONCURRENCY)
 
     async def run(self) -> dict:
+        unfenced = await self.unfence_old()
         at_risk = await asyncio.to_thread(self._at_risk)
         deleted = await asyncio.to_thread(self.store.deleted_since, self.m.name, self.switched_at or 0.0)
         deadline = time.monotonic() + self.timeout_s
@@ -135,7 +144,18 @@ class Failback:
         late = await self.compare(at_risk, deleted, after_switch=True)
         await self.apply(late)
         return await asyncio.to_thread(self.store.finish, self.record["id"], "completed", **self.counts,
-                                       detail={"rounds": rounds, "conflict_suffix": f".conflict-{self.stamp}"})
+                                       detail={"rounds": rounds, "conflict_suffix": f".conflict-{self.stamp}",
+                                               "unfenced": unfenced})
+
+    async def unfence_old(self) -> bool:
+        """Remove a fence from the old primary (a no-op without one; idempotent). Returns
+        whether one was removed. Raises the StoreError of a fence that cannot be removed,
+        before anything is copied."""
+        if not isinstance(self.O.store, Fencer):
+            return False
+        unfenced = await self.O.store.unfence()
+        await asyncio.to_thread(self.store.beat, self.record["id"], {"unfenced": unfenced})
+        return unfenced
 
     def _at_risk(self) -> dict[str, str]:
         """key -> op of the newest version the failover left at risk."""

@@ -1,7 +1,7 @@
 """Failover and failback of a mirror: service functions shared by the CLI and the REST API.
 
-- `failover(service, name, to=TARGET, mode=planned|forced)`. planned: record the fence (an
-  intent: see below), wait until every version the ledger knows of has reached TARGET (at
+- `failover(service, name, to=TARGET, mode=planned|forced)`. planned: fence the source when
+  asked (see below), wait until every version the ledger knows of has reached TARGET (at
   most `drain_timeout_s`; a backlog that does not drain, e.g. failed copies, aborts the
   failover and changes nothing), then switch -- in a transaction that refuses to switch
   while anything is at risk, so a planned failover records RPO 0 or does not happen
@@ -17,9 +17,15 @@
   has (its unreplicated writes) to P, copy P's writes to O, until a comparison finds no
   difference; then switch back (ledger.failovers.switch_back) and make one last pass for
   writes that reached P meanwhile. Conflicts and restored keys are recorded on the record.
-- Fencing: cloudmirror cannot revoke the applications' credentials, so `fence` is recorded
-  (fenced_at) and shown, and the applications are expected to stop writing to the old
-  primary and to read `active` (GET /v1/mirrors/{name}) to learn where to write.
+- Fencing (`fence`, planned only): before the final drain the source store is fenced when
+  it can be (the stores.base.Fencer capability; S3: a bucket-policy statement denying
+  object writes and deletes to every identity but cloudmirror's own), and the record's
+  detail["fence"] says what was done; other providers (GCS, Azure, file, memory) record it
+  as an intent with the reason "not supported by PROVIDER: writes are not blocked".
+  `fenced_at` is the time the fence was requested. A failover that aborts or fails before
+  its switch unfences again; a completed one leaves the old primary fenced until the
+  failback, which unfences it at its start (cloudmirror.failback). Applications are still
+  expected to read `active` (GET /v1/mirrors/{name}) to learn where to write.
 
 Both run synchronously within their timeouts; their record is written as they go (status
 `running`, heartbeat), so GET /v1/failovers shows progress. A record whose process died is
@@ -45,6 +51,7 @@ from cloudmirror.ledger.failovers import Busy, Failovers, NotDrained, SwitchRefu
 from cloudmirror.ledger.mirrors import MirrorSpecs, SpecMissing, SpecRow
 from cloudmirror.paging import DEFAULT_LIMIT, Page, page_of
 from cloudmirror.replication.worker import WorkerPool
+from cloudmirror.stores.base import Fencer, StoreError
 
 log = logging.getLogger("cloudmirror.failover")
 
@@ -123,9 +130,45 @@ async def _drain(service, fo: dict, m: Mirror, to: str, timeout: float,
                 return backlog
             if time.monotonic() - beat >= HEARTBEAT_S:
                 beat = time.monotonic()
-                await asyncio.to_thread(ledger.beat, fo["id"], {"backlog": {k: backlog[k] for k in
-                                                                            ("objects", "bytes", "failed")}})
+                await asyncio.to_thread(ledger.beat, fo["id"], {**(fo.get("detail") or {}), "backlog": {
+                    k: backlog[k] for k in ("objects", "bytes", "failed")}})
             await asyncio.sleep(DRAIN_CHECK_S)
+
+
+PROVIDERS = {"s3": "s3", "gs": "gcs", "az": "azure"}
+
+
+async def _fence(service, fo: dict, source: str) -> None:
+    """Fence the source when its store can (recorded in fo["detail"]["fence"], also written
+    to the ledger). Raises ConflictError (the record failed) when the fence could not be set."""
+    ep = service.endpoint(source)
+    store = ep.store
+    if isinstance(store, Fencer):
+        try:
+            what = await store.fence(f"planned failover #{fo['id']} of mirror {fo['mirror']!r}")
+        except StoreError as e:
+            why = f"could not fence {source}: {e}"
+            await asyncio.to_thread(Failovers(service.ledger).finish, fo["id"], "failed", error=why[:2000])
+            raise ConflictError(f"failover #{fo['id']} failed: {why}; nothing was switched") from None
+        fence = {"applied": True, "what": what}
+    else:
+        provider = PROVIDERS.get(ep.location.scheme, ep.location.scheme)
+        fence = {"applied": False, "reason": f"not supported by {provider}: writes are not blocked"}
+    fo["detail"] = {**(fo.get("detail") or {}), "fence": fence}
+    await asyncio.to_thread(Failovers(service.ledger).beat, fo["id"], fo["detail"])
+
+
+async def _unfence(service, fo: dict, source: str) -> dict:
+    """Undo _fence after an abort or a failure (never raises: the outcome is recorded).
+    Returns the record's detail to write."""
+    fence = dict((fo.get("detail") or {}).get("fence") or {})
+    if fence.get("applied"):
+        try:
+            fence["removed"] = await service.endpoint(source).store.unfence()
+        except StoreError as e:
+            log.error("failover #%s: could not unfence %s: %s", fo["id"], source, e)
+            fence["unfence_error"] = str(e)[:1000]
+    return {**(fo.get("detail") or {}), "fence": fence}
 
 
 async def failover(service, name: str, *, to: str, mode: str = "planned", drain_timeout_s: float = 300.0,
@@ -150,8 +193,11 @@ async def failover(service, name: str, *, to: str, mode: str = "planned", drain_
     fo = await _begin(service, mirror=name, kind=mode, from_location=m.source, to_location=to,
                       requested_by=requested_by, fence=fence and mode == "planned",
                       drain_timeout_s=drain_timeout_s if mode == "planned" else None, reverse_events=events)
+    switched = False
     try:
         drained = None
+        if fo["fence"]:
+            await _fence(service, fo, m.source)
         deadline = time.monotonic() + drain_timeout_s
         while True:
             if mode == "planned":
@@ -161,15 +207,19 @@ async def failover(service, name: str, *, to: str, mode: str = "planned", drain_
                     why = (f"the backlog to {to} did not drain within {drain_timeout_s:g}s: {backlog['objects']} "
                            f"version(s) not replicated ({backlog['failed']} failed); nothing was switched. Retry "
                            "the failed copies, wait longer, or fail over with mode forced")
-                    await asyncio.to_thread(store.finish, fo["id"], "aborted", drained=False, error=why)
+                    detail = await _unfence(service, fo, m.source) if fo["fence"] else fo.get("detail")
+                    await asyncio.to_thread(store.finish, fo["id"], "aborted", drained=False, error=why,
+                                            detail=detail)
                     raise ConflictError(f"failover #{fo['id']} aborted: {why}")
             try:
                 await asyncio.to_thread(store.switch_over, fo["id"], name, to, drained=mode == "planned")
+                switched = True
                 break
             except NotDrained:
                 continue  # writes were recorded between the drain and the switch: drain them too
             except SwitchRefused as e:
-                await asyncio.to_thread(store.finish, fo["id"], "failed", error=str(e))
+                detail = await _unfence(service, fo, m.source) if fo["fence"] else fo.get("detail")
+                await asyncio.to_thread(store.finish, fo["id"], "failed", error=str(e), detail=detail)
                 raise ConflictError(str(e)) from None
         done = await asyncio.to_thread(store.finish, fo["id"], "completed", drained=drained)
         log.warning("mirror %s failed over (%s) to %s: %d object(s) at risk, RPO %.3fs", name, mode, to,
@@ -178,8 +228,10 @@ async def failover(service, name: str, *, to: str, mode: str = "planned", drain_
     except BaseException as e:
         current = await asyncio.shield(asyncio.to_thread(store.get, fo["id"]))
         if current and current["status"] == "running":
-            await asyncio.shield(asyncio.to_thread(store.finish, fo["id"], "failed",
-                                                   error=f"{type(e).__name__}: {e}"[:2000]))
+            values: dict[str, Any] = {"error": f"{type(e).__name__}: {e}"[:2000]}
+            if fo["fence"] and not switched:
+                values["detail"] = await asyncio.shield(_unfence(service, fo, m.source))
+            await asyncio.shield(asyncio.to_thread(store.finish, fo["id"], "failed", **values))
         raise
 
 

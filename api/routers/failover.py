@@ -34,8 +34,9 @@ class FailoverRequest(BaseModel):
     mode: Literal["planned", "forced"] = Field("planned", description="planned: drain first (RPO 0) or abort; "
                                                                       "forced: switch now, recording the data at risk.")
     drain_timeout_s: float = Field(300.0, ge=0, le=MAX_S, description="planned: how long to wait for the backlog.")
-    fence: bool = Field(False, description="planned: record that writes to the old primary are fenced (cloudmirror "
-                                           "cannot revoke application credentials; this is a recorded intent).")
+    fence: bool = Field(False, description="planned: fence the old primary before the final drain (S3: a bucket "
+                                           "policy statement denies other identities' writes; other providers: "
+                                           "a recorded intent). detail.fence says what was done.")
     events: list[dict[str, Any]] | None = Field(None, max_length=16, description="Feeds announcing writes to the new "
                                                 "primary (as a mirror's `events`); default: it is polled every 60s.")
 

@@ -135,6 +135,8 @@ async def test_planned_failover_drains_first_and_records_rpo_zero(sqlite_url):
                                      events=POLL)
         assert fo["status"] == "completed" and fo["drained"] is True and fo["fence"] is True
         assert fo["fenced_at"] is not None and fo["rpo_seconds"] == 0 and fo["at_risk_objects"] == 0
+        # the memory store cannot fence: the fence is an intent, and the record says so
+        assert fo["detail"]["fence"] == {"applied": False, "reason": "not supported by memory: writes are not blocked"}
         assert fo["old_is_target"] is True
         # writes to the new primary flow back to the old one while failed over
         await put(p, "new.txt", b"written on the new primary")
