@@ -9,8 +9,9 @@ the policy when nothing else is left.
 
 Limits: an assumed-role caller is exempted by its role ARN
 (`arn:aws:iam::ACCOUNT:role/NAME`), which misses a role created with a path; the account's
-root and principals with s3:PutBucketPolicy can still remove the fence; emulators such as
-moto store the policy without enforcing it.
+root and principals with s3:PutBucketPolicy can still remove the fence. moto 5.2 enforces a
+Deny for Principal "*" but ignores its Condition, so there the fence also stops cloudmirror's
+own writes (AWS lets them through); LocalStack does not enforce bucket policies by default.
 """
 
 from __future__ import annotations
