@@ -237,6 +237,11 @@ class Mirror(_Strict):
     def source_location(self) -> Location:
         return _location(self.source)
 
+    @property
+    def polled(self) -> bool:
+        """A poll feed's first listing announces every object: such a mirror needs no backfill."""
+        return any(f.kind == "poll" for f in self.events)
+
     def target(self, name: str) -> Target:
         for t in self.targets:
             if t.name == name:

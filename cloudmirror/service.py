@@ -224,7 +224,7 @@ class Service:
             tasks += self._start_intake()
         if workers:
             for m in self.config.mirrors:
-                if m.backfill or m.reconcile_every:
+                if (m.backfill and not m.polled) or m.reconcile_every:
                     for t in m.targets:
                         tasks.append(asyncio.create_task(self._reconcile_loop(m, t), name=f"reconcile {m.name} {t.name}"))
         return tasks
@@ -282,7 +282,7 @@ class Service:
         """Backfill a target never reconciled, then reconcile every `reconcile_every`."""
         runs = Runs(self.ledger)
         wake = self.pool.wake if self.pool else (lambda: None)
-        first = m.backfill and not await asyncio.to_thread(runs.has_finished, m.name, t.name)
+        first = m.backfill and not m.polled and not await asyncio.to_thread(runs.has_finished, m.name, t.name)
         stop = self._pipeline_stop
         while not stop.is_set():
             if first or m.reconcile_every:
