@@ -12,7 +12,7 @@ demo: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/cloudmirror demo
 
 test: $(STAMP) $(NODE_STAMP) localstack-venv browser
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider --durations=25 $(PYTEST_ARGS)
 
 test-fast: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/python -m pytest -q -m "not localstack" $(PYTEST_ARGS)
