@@ -109,6 +109,9 @@ async def test_deletes_ignore_keeps_replicas(cloud, ledger_url):
     assert cloud.s3("eu-west-1").get_object(Bucket=dst, Key="keep-me")["Body"].read() == b"precious"
 
 
+# moto only: LocalStack's S3/SQS are covered by the other tests here, and this one is the
+# slowest of the file (two runs of 100 echoed writes)
+@pytest.mark.parametrize("cloud", ["moto"], indirect=True)
 async def test_two_way_mirror_copies_each_write_once_then_stays_quiet(cloud, ledger_url):
     a, b = cloud.bucket(), cloud.bucket("eu-west-1")
     qa, qb = cloud.queue_for(a), cloud.queue_for(b, "eu-west-1")
