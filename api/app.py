@@ -20,12 +20,12 @@ from api.deps import ApiContext, require_viewer
 from api.errors import install_error_handlers, responses
 from api.routers import OPEN, PROTECTED
 from api.routers import failover as failover_routes
-from cloudmirror import mirrors
 from cloudmirror.config import Config
-from cloudmirror.jobs import JobRunner
 from cloudmirror.ledger.repo import Ledger
-from cloudmirror.rpo_service import install_metrics
-from cloudmirror.service import Service
+from cloudmirror.services import mirrors
+from cloudmirror.services.jobs import JobRunner
+from cloudmirror.services.metrics import install_metrics
+from cloudmirror.services.runtime import ApiService, Service
 
 DESCRIPTION = """Near-real-time mirrors of object storage across regions and providers.
 
@@ -44,22 +44,6 @@ Only `/healthz`, `/readyz` and these docs are open.
 """
 
 
-class _OwnStores(Service):
-    """The API's own Service when none is handed in: it shares the app's ledger, reconciles
-    the mirrors as they are in the ledger now, and on shutdown closes only the stores it
-    opened."""
-
-    async def reconcile(self, mirror: str, target: str | None = None, **kw):
-        self.config = await asyncio.to_thread(mirrors.current_config, self.base_config, self.ledger)
-        return await super().reconcile(mirror, target, **kw)
-
-    async def close(self) -> None:
-        for ep in self._endpoints.values():
-            with contextlib.suppress(Exception):
-                await ep.store.close()
-        self._endpoints.clear()
-
-
 def create_app(config: Config, ledger: Ledger | None = None, *, service: Service | None = None) -> FastAPI:
     """The API over `ledger` (default: one opened on config.ledger for the app's lifetime).
     `service` is the process's Service when the API runs beside the workers (its stores are
@@ -72,7 +56,7 @@ def create_app(config: Config, ledger: Ledger | None = None, *, service: Service
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_ledger = ledger is None
         led = Ledger(config.ledger) if own_ledger else ledger
-        svc = service if service is not None else _OwnStores(config, ledger=led)
+        svc = service if service is not None else ApiService(config, ledger=led)
         runner = JobRunner(svc)
         try:
             if service is None:

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cloudmirror import access
 from cloudmirror.ledger.repo import Ledger
+from cloudmirror.services import access
 
 log = logging.getLogger("cloudmirror.api.audit")
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -15,13 +15,13 @@ from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import ApiError, unauthorized
-from cloudmirror import access, mirrors
-from cloudmirror.access import Principal, Role
-from cloudmirror.config import Config, ConfigError
+from cloudmirror.config import Config
 from cloudmirror.errors import InvalidInput
-from cloudmirror.jobs import JobRunner
 from cloudmirror.ledger.repo import Ledger
 from cloudmirror.paging import DEFAULT_LIMIT, MAX_LIMIT
+from cloudmirror.services import access, mirrors
+from cloudmirror.services.access import Principal, Role
+from cloudmirror.services.jobs import JobRunner
 
 
 @dataclass
@@ -45,13 +45,9 @@ Ctx = Annotated[ApiContext, Depends(get_context)]
 
 
 async def current_config(ctx: Ctx) -> Config:
-    """The config file with the ledger's mirrors as they run now (mirrors.current_config:
-    cached per revision, one small query per request). 503 when the ledger's mirrors no
-    longer fit the config file's groups (a server misconfiguration, not the caller's)."""
-    try:
-        config = await asyncio.to_thread(mirrors.current_config, ctx.config, ctx.ledger)
-    except ConfigError as e:
-        raise ApiError(503, f"the mirrors in the ledger do not fit the config file: {e}") from None
+    """The config file with the ledger's mirrors as they run now (mirrors.serving_config:
+    cached per revision, one small query per request; 503 when they no longer fit)."""
+    config = await asyncio.to_thread(mirrors.serving_config, ctx.config, ctx.ledger)
     if ctx.follows_mirrors:
         ctx.jobs.service.config = config  # reconciles started now see a mirror created a moment ago
     return config
@@ -121,11 +117,21 @@ def decode_cursor(kind: str, cursor: str | None, type_: type = int) -> Any:
 
 @dataclass
 class PageParams:
+    """`limit` and `cursor` of a list request. A route reads the position to continue after
+    with `position(kind)` (422 for a cursor of another list), hands it to the service, and
+    answers the service's Page with `answer(page)`."""
+
     limit: int
     cursor: str | None
+    kind: str = ""
 
     def position(self, kind: str, type_: type = int) -> Any:
+        self.kind = kind
         return decode_cursor(kind, self.cursor, type_)
+
+    def answer(self, page: Any, **extra: Any) -> dict:
+        """{**extra, "items", "next_cursor"} for a service's Page of this list."""
+        return {**extra, "items": page.items, "next_cursor": encode_cursor(self.kind, page.next_after)}
 
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"Items per page (1..{MAX_LIMIT}).")]

@@ -1,6 +1,7 @@
 """Every error the API answers is JSON `{"error": {"code": "...", "message": "..."}}` with the
 right status: 401 unauthorized, 403 forbidden, 404 not_found, 409 conflict, 422
-validation_error (request validation included, naming the field), never a 500 for bad input.
+validation_error (request validation included, naming the field), 503 unavailable (the server
+cannot serve it now), never a 500 for bad input.
 Service errors (cloudmirror.errors) are mapped here, so routes just call the service."""
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.schemas import ErrorResponse
-from cloudmirror.errors import ConflictError, InvalidInput, NotFoundError, RequestError
+from cloudmirror.errors import ConflictError, InvalidInput, NotFoundError, RequestError, Unavailable
 
 log = logging.getLogger("cloudmirror.api")
 
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
          406: "not_acceptable", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
          422: "validation_error", 429: "too_many_requests", 500: "internal", 503: "unavailable"}
-STATUS = {NotFoundError: 404, ConflictError: 409, InvalidInput: 422}
+# service errors (cloudmirror.errors) by their code; anything else a service refuses is a 400
+STATUS = {NotFoundError.code: 404, ConflictError.code: 409, InvalidInput.code: 422, Unavailable.code: 503}
 
 
 class ApiError(StarletteHTTPException):
@@ -73,7 +75,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestError)
     async def _service(request: Request, exc: RequestError):
-        status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
+        status = STATUS.get(exc.code, 400)
         extra = {"fields": [{"field": exc.field, "message": exc.reason}]} if isinstance(exc, InvalidInput) else {}
         return _respond(request, status, exc.code, exc.message, **extra)
 

@@ -194,7 +194,7 @@ def _with_py_spy(ctx, spy: str, n: int, source: str, target: str, queue: str) ->
 
 def _with_cprofile(ctx, n: int, source: str, target: str, queue: str) -> dict:
     from cloudmirror.config import load_config
-    from cloudmirror.service import Service, upgrade_db
+    from cloudmirror.services.runtime import Service, upgrade_db
 
     from bench.mirror import Ledger
 

@@ -220,7 +220,7 @@ def _s5cmd_sync(ctx: Ctx, mlog: MotoLog, src: str, dst: str, tag: str, n: int) -
 
 def _startup_floor(ctx: Ctx) -> dict:
     """`cloudmirror --help` and the imports `reconcile` needs: Python's part of every run's wall."""
-    argv = [sys.executable, "-c", "import cloudmirror.cli, cloudmirror.service, cloudmirror.stores.s3"]
+    argv = [sys.executable, "-c", "import cloudmirror.cli, cloudmirror.services.runtime, cloudmirror.stores.s3"]
     child = Child("cloudmirror imports", argv, ctx.workdir / "reconcile-imports.log", env=ctx.env)
     ru = child.wait(timeout=120)
     return {"wall": ru.wall, "cpu": ru.cpu, "exit_code": ru.returncode}

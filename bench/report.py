@@ -452,7 +452,7 @@ def noop_section(x: dict) -> str:
             f"- cloudmirror's own counters (`cloudmirror_storage_requests_total`, dumped at exit): "
             f"{_req_summary(cm.get('storage_requests'), n, 1000)} per 1,000 objects; moto's log saw "
             f"{_req_summary(cm['requests'], n, 1000)}.",
-            f"- Python's share of cloudmirror's wall: importing `cloudmirror.cli`, `cloudmirror.service` and "
+            f"- Python's share of cloudmirror's wall: importing `cloudmirror.cli`, `cloudmirror.services.runtime` and "
             f"`cloudmirror.stores.s3` alone takes {_f(floor.get('wall'))} s wall, {_f(floor.get('cpu'))} s CPU "
             f"(a separate `python -c` run); rclone and s5cmd start in milliseconds.",
             f"- Setup, not timed: writing the {n:,} source objects took {_f(w.get('wall'))} s "

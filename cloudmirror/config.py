@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cloudmirror.errors import InvalidInput, MirrorNotFound, NotFoundError
 from cloudmirror.location import Location, LocationError, parse_location
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -243,10 +244,13 @@ class Mirror(_Strict):
         return any(f.kind == "poll" for f in self.events)
 
     def target(self, name: str) -> Target:
+        """The target named `name` (its URL as configured). Raises InvalidInput (field
+        `target`) when it is not one of this mirror's."""
         for t in self.targets:
             if t.name == name:
                 return t
-        raise KeyError(name)
+        raise InvalidInput("target", f"{name!r} is not a target of mirror {self.name!r} (its targets: "
+                                     f"{', '.join(t.name for t in self.targets)})")
 
 
 class Group(_Strict):
@@ -314,10 +318,18 @@ class Config(_Strict):
         return self
 
     def mirror(self, name: str) -> Mirror:
+        """The mirror named `name`. Raises MirrorNotFound."""
         for m in self.mirrors:
             if m.name == name:
                 return m
-        raise KeyError(name)
+        raise MirrorNotFound(name)
+
+    def group(self, name: str) -> Group:
+        """The consistency group named `name`. Raises NotFoundError."""
+        for g in self.groups:
+            if g.name == name:
+                return g
+        raise NotFoundError(f"no group named {name!r}")
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:

@@ -1,5 +1,6 @@
-"""Errors that service functions raise for bad requests. Callers map them: the REST API to
-404 / 409 / 422 with the `code` below, the CLI to a one-line message and a non-zero exit."""
+"""Errors that service functions raise for requests they cannot carry out. Callers map them
+in one place each: the REST API (api/errors.py) to 404 / 409 / 422 / 503 by the `code`
+below, the CLI (cli/common.py) to a one-line message and a non-zero exit."""
 
 from __future__ import annotations
 
@@ -20,6 +21,14 @@ class NotFoundError(RequestError):
     code = "not_found"
 
 
+class MirrorNotFound(NotFoundError):
+    """No mirror runs under this name (the one answer to "does this mirror exist")."""
+
+    def __init__(self, name: str):
+        super().__init__(f"no mirror named {name!r}")
+        self.name = name
+
+
 class ConflictError(RequestError):
     """The thing exists but is not in a state that allows the request."""
 
@@ -35,3 +44,10 @@ class InvalidInput(RequestError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
+
+
+class Unavailable(RequestError):
+    """The request is fine but the server cannot serve it now (e.g. no usable report key):
+    the operator must fix something."""
+
+    code = "unavailable"

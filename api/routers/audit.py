@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import Ctx, FilterStr, Operator, Paging, encode_cursor
+from api.deps import Ctx, FilterStr, Operator, Paging
 from api.schemas import AuditEntry, Page
-from cloudmirror import access
+from cloudmirror.services import access
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -17,4 +17,4 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
                         "(`POST /v1/failures`).")
 def list_audit(ctx: Ctx, who: Operator, page: Paging, actor: FilterStr = None, action: FilterStr = None) -> dict:
     got = access.list_audit(ctx.ledger, before=page.position("audit"), limit=page.limit, actor=actor, action=action)
-    return {"items": got.items, "next_cursor": encode_cursor("audit", got.next_after)}
+    return page.answer(got)

@@ -15,10 +15,10 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.audit import note
-from api.deps import Ctx, FilterStr, MirrorName, Operator, Paging, RowId, encode_cursor
+from api.deps import Ctx, FilterStr, MirrorName, Operator, Paging, RowId
 from api.errors import responses
 from api.schemas import Out, Page, Timestamp
-from cloudmirror import drills, failover
+from cloudmirror.dr import drills, failover
 
 router = APIRouter(prefix="/v1", tags=["failover"])
 MAX_S = failover.MAX_TIMEOUT_S
@@ -170,7 +170,7 @@ ObjectKind = Annotated[Literal["at_risk", "conflict", "restored"] | None, Query(
 def list_failovers(ctx: Ctx, page: Paging, mirror: FilterStr = None, kind: Kind = None) -> dict:
     got = failover.list_failovers(ctx.ledger, mirror=mirror, kind=kind, before=page.position("failovers"),
                                   limit=page.limit)
-    return {"items": got.items, "next_cursor": encode_cursor("failovers", got.next_after)}
+    return page.answer(got)
 
 
 @router.get("/failovers/{failover_id}", response_model=FailoverEnvelope, responses=responses(404),
@@ -184,13 +184,13 @@ def get_failover(ctx: Ctx, failover_id: RowId) -> dict:
 def failover_objects(ctx: Ctx, failover_id: RowId, page: Paging, kind: ObjectKind = None) -> dict:
     got = failover.failover_objects(ctx.ledger, failover_id, kind=kind, after=page.position("failover-objects"),
                                     limit=page.limit)
-    return {"items": got.items, "next_cursor": encode_cursor("failover-objects", got.next_after)}
+    return page.answer(got)
 
 
 @router.get("/drills", response_model=Page[Drill], summary="Drills, newest first")
 def list_drills(ctx: Ctx, page: Paging, mirror: FilterStr = None) -> dict:
     got = drills.list_drills(ctx.ledger, mirror=mirror, before=page.position("drills"), limit=page.limit)
-    return {"items": got.items, "next_cursor": encode_cursor("drills", got.next_after)}
+    return page.answer(got)
 
 
 @router.get("/drills/{drill_id}", response_model=DrillEnvelope, responses=responses(404), summary="One drill")

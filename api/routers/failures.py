@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from api.audit import note
-from api.deps import Ctx, FilterStr, Operator, Paging, RowId, encode_cursor
+from api.deps import Ctx, FilterStr, Operator, Paging, RowId
 from api.errors import responses
 from api.schemas import Failure, Page
-from cloudmirror import replications
+from cloudmirror.services import failures as replications
 
 router = APIRouter(prefix="/v1/failures", tags=["failures"])
 
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/failures", tags=["failures"])
 def list_failures(ctx: Ctx, page: Paging, mirror: FilterStr = None, target: FilterStr = None) -> dict:
     got = replications.list_failures(ctx.ledger, mirror=mirror, target=target, before=page.position("failures"),
                                      limit=page.limit)
-    return {"items": got.items, "next_cursor": encode_cursor("failures", got.next_after)}
+    return page.answer(got)
 
 
 @router.post("/{replication_id}/retry", response_model=Failure, responses=responses(404, 409),

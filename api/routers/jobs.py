@@ -7,10 +7,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from api.audit import note
-from api.deps import Ctx, FilterStr, MirrorName, Operator, Paging, RowId, current_config, encode_cursor
+from api.deps import Ctx, FilterStr, MirrorName, Operator, Paging, RowId, current_config
 from api.errors import responses
 from api.schemas import Job, JobEnvelope, Page, ReconcileRequest
-from cloudmirror import jobs
+from cloudmirror.services import jobs
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
@@ -44,4 +44,4 @@ def get_job(ctx: Ctx, job_id: RowId) -> dict:
 def list_jobs(ctx: Ctx, page: Paging, mirror: FilterStr = None,
               status: Annotated[Literal["queued", "running", "finished", "failed"] | None, Query()] = None) -> dict:
     got = jobs.list_jobs(ctx.ledger, before=page.position("jobs"), limit=page.limit, mirror=mirror, status=status)
-    return {"items": got.items, "next_cursor": encode_cursor("jobs", got.next_after)}
+    return page.answer(got)

@@ -6,10 +6,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from api.audit import note
-from api.deps import Admin, Ctx, Paging, RowId, encode_cursor
+from api.deps import Admin, Ctx, Paging, RowId
 from api.errors import responses
 from api.schemas import ApiKey, ApiKeyCreate, ApiKeyCreated, Page
-from cloudmirror import access
+from cloudmirror.services import access
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/keys", tags=["keys"])
 @router.get("", response_model=Page[ApiKey], summary="API keys, revoked ones included (admin)")
 def list_keys(ctx: Ctx, who: Admin, page: Paging) -> dict:
     got = access.list_keys(ctx.ledger, after=page.position("keys"), limit=page.limit)
-    return {"items": got.items, "next_cursor": encode_cursor("keys", got.next_after)}
+    return page.answer(got)
 
 
 @router.post("", status_code=201, response_model=ApiKeyCreated, responses=responses(400, 409, 422),

@@ -1,7 +1,7 @@
 """Mirrors as they run now (kept in the ledger, seeded from the config file): GET
 /v1/mirrors[/{name}] (viewer); POST /v1/mirrors, PATCH and DELETE /v1/mirrors/{name}
 (admin); POST /v1/mirrors/{name}/pause|resume (operator). Every change is validated exactly
-like the config file (cloudmirror.mirrors) and picked up by the running services without a
+like the config file (cloudmirror.services.mirrors) and picked up by the running services without a
 restart (they follow the ledger's revision)."""
 
 from __future__ import annotations
@@ -9,12 +9,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from api.audit import note
-from api.deps import Admin, Ctx, MirrorName, Operator, Paging, encode_cursor
+from api.deps import Admin, Ctx, MirrorName, Operator, Paging
 from api.errors import responses
 from api.schemas import MirrorCreate, MirrorOut, MirrorUpdate, Page
-from cloudmirror import mirrors
-from cloudmirror.errors import InvalidInput
-from cloudmirror.paging import page_of
+from cloudmirror.services import mirrors
 
 router = APIRouter(prefix="/v1/mirrors", tags=["mirrors"])
 
@@ -24,11 +22,8 @@ CHANGES = ("Running services pick the change up within a second or so (in-flight
 
 @router.get("", response_model=Page[MirrorOut], summary="The mirrors, by name")
 def list_mirrors(ctx: Ctx, page: Paging) -> dict:
-    after = page.position("mirrors", str)
-    rows = sorted((m for m in mirrors.list_mirrors(ctx.ledger) if after is None or m["name"] > after),
-                  key=lambda m: m["name"])
-    got = page_of(rows, page.limit, lambda m: m["name"])
-    return {"items": got.items, "next_cursor": encode_cursor("mirrors", got.next_after)}
+    got = mirrors.mirrors_page(ctx.ledger, after=page.position("mirrors", str), limit=page.limit)
+    return page.answer(got)
 
 
 @router.get("/{name}", response_model=MirrorOut, summary="One mirror", responses=responses(404))
@@ -56,8 +51,6 @@ def create_mirror(ctx: Ctx, who: Admin, body: MirrorCreate, request: Request, re
                           "when someone changed the mirror since. A mirror cannot be renamed. " + CHANGES)
 def update_mirror(ctx: Ctx, who: Admin, name: MirrorName, body: MirrorUpdate, request: Request) -> dict:
     changes = body.changes()
-    if not changes:
-        raise InvalidInput("body", "name at least one field to change")
     m = mirrors.update_mirror(ctx.config, ctx.ledger, name, changes, expect_revision=body.expect_revision)
     note(request, f"mirror {name} changed: {', '.join(sorted(changes))} (revision {m['revision']})")
     return m

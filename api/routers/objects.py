@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import Ctx, CurrentConfig, MirrorName, ObjectKey, Paging, encode_cursor
+from api.deps import Ctx, CurrentConfig, MirrorName, ObjectKey, Paging
 from api.errors import responses
 from api.schemas import ObjectHistory
-from cloudmirror import replications
+from cloudmirror.services import failures as replications
 
 router = APIRouter(prefix="/v1/mirrors", tags=["objects"])
 
@@ -18,4 +18,4 @@ router = APIRouter(prefix="/v1/mirrors", tags=["objects"])
 def object_history(ctx: Ctx, config: CurrentConfig, name: MirrorName, key: ObjectKey, page: Paging) -> dict:
     got = replications.key_history(config, ctx.ledger, name, key, after=page.position("versions"),
                                    limit=page.limit)
-    return {"mirror": name, "key": key, "items": got.items, "next_cursor": encode_cursor("versions", got.next_after)}
+    return page.answer(got, mirror=name, key=key)

@@ -3,20 +3,15 @@ group as JSON, CSV or PDF -- the same file `cloudmirror report` writes (rpo_serv
 
 from __future__ import annotations
 
-import re
-import time
-from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from api.deps import NO_NUL, Ctx, CurrentConfig
-from api.errors import ApiError, responses
-from api.routers.rpo import WHEN, check_group, check_mirror, parse_period
-from cloudmirror import rpo_service
-from cloudmirror.errors import InvalidInput
-from cloudmirror.reports import ReportError, ReportKeyError
+from api.errors import responses
+from api.routers.rpo import WHEN
+from cloudmirror.services import rpo as rpo_service
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
 
@@ -35,15 +30,6 @@ REPORT_CONTENT = {
 }
 
 
-def filename(scope: str, since: float, until: float, fmt: str) -> str:
-    """rpo-report-photos-20261125T000000Z-20261126T000000Z.pdf (safe in any header or file system)."""
-    def stamp(t: float) -> str:
-        return datetime.fromtimestamp(t, UTC).strftime("%Y%m%dT%H%M%SZ")
-
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", scope).strip("._")[:64] or "scope"
-    return f"rpo-report-{safe}-{stamp(since)}-{stamp(until)}.{fmt}"
-
-
 @router.get("/rpo", response_class=Response,
             responses={200: {"content": REPORT_CONTENT, "description": "The report file, as an attachment"},
                        **responses(404, 422, 503)},
@@ -55,24 +41,6 @@ def filename(scope: str, since: float, until: float, fmt: str) -> str:
                         "the last 24 hours. 503 when the server has no usable report key.")
 def rpo_report(ctx: Ctx, config: CurrentConfig, mirror: Scope = None, group: Scope = None, since: Since = "24h",
                until: Until = "now", fmt: Format = "json") -> Response:
-    if mirror and group:
-        raise InvalidInput("query.group", "name a mirror or a group, not both")
-    if not mirror and not group:
-        raise InvalidInput("query.mirror", "name a mirror (or a group with `group`)")
-    now = time.time()
-    t0, t1 = parse_period(since, until, default_since="24h", now=now)
-    if mirror:
-        check_mirror(config, mirror)
-    else:
-        check_group(config, group)
-    try:
-        blob = rpo_service.build_report(config, ctx.ledger, mirror=mirror, group=group, since=t0, until=t1,
-                                        fmt=fmt, now=now)
-    except ReportError as e:
-        raise ApiError(422, str(e)) from None
-    except ReportKeyError as e:
-        raise ApiError(503, f"reports cannot be signed: the server's report key is not usable ({e}); "
-                            "the operator must fix it") from None
-    name = filename(mirror or group, t0, t1, fmt)
-    return Response(blob, media_type=rpo_service.REPORT_MEDIA_TYPES[fmt],
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    blob, name, media_type = rpo_service.report_file(config, ctx.ledger, mirror=mirror, group=group, since=since,
+                                                     until=until, fmt=fmt)
+    return Response(blob, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{name}"'})

@@ -12,9 +12,7 @@ from fastapi import APIRouter, Path, Query
 from api.deps import NO_NUL, Ctx, CurrentConfig, MirrorName
 from api.errors import responses
 from api.schemas import RpoHistory, RpoLive
-from cloudmirror import rpo_service
-from cloudmirror.config import Config
-from cloudmirror.errors import InvalidInput, NotFoundError
+from cloudmirror.services import rpo as rpo_service
 
 router = APIRouter(prefix="/v1", tags=["rpo"])
 
@@ -31,33 +29,6 @@ LIVE = ("Per target: the RPO now (age of the oldest write not yet copied; a fail
         "(worst RPO, breaches of the objective, an RPO series).")
 
 
-def parse_period(since: str | None, until: str | None, *, default_since: str, now: float) -> tuple[float, float]:
-    """`since` / `until` as typed (rpo_service.parse_when) -> epoch seconds. Raises
-    InvalidInput naming query.since or query.until."""
-    out = []
-    for field, value in (("since", since or default_since), ("until", until or "now")):
-        try:
-            out.append(rpo_service.parse_when(value, now=now))
-        except ValueError as e:
-            raise InvalidInput(f"query.{field}", str(e)) from None
-    if not out[1] > out[0]:
-        raise InvalidInput("query.until", "must be after since (the period is empty)")
-    return out[0], out[1]
-
-
-def check_mirror(config: Config, name: str) -> None:
-    """Raises NotFoundError when no mirror runs under `name`."""
-    try:
-        config.mirror(name)
-    except KeyError:
-        raise NotFoundError(f"no mirror named {name!r}") from None
-
-
-def check_group(config: Config, name: str) -> None:
-    if not any(g.name == name for g in config.groups):
-        raise NotFoundError(f"no group named {name!r}") from None
-
-
 @router.get("/rpo", response_model=RpoLive, summary="Live RPO of every mirror and group", description=LIVE)
 def rpo_all(ctx: Ctx, config: CurrentConfig) -> dict:
     return rpo_service.rpo_live(config, ctx.ledger)
@@ -66,7 +37,6 @@ def rpo_all(ctx: Ctx, config: CurrentConfig) -> dict:
 @router.get("/mirrors/{name}/rpo", response_model=RpoLive, responses=responses(404),
             summary="Live RPO, backlog and latency of a mirror", description=LIVE + " No groups.")
 def rpo_mirror(ctx: Ctx, config: CurrentConfig, name: MirrorName) -> dict:
-    check_mirror(config, name)
     return rpo_service.rpo_live(config, ctx.ledger, mirror=name)
 
 
@@ -74,7 +44,6 @@ def rpo_mirror(ctx: Ctx, config: CurrentConfig, name: MirrorName) -> dict:
             summary="Live RPO of a consistency group and its mirrors",
             description=LIVE + " A group's RPO is the worst of its mirrors' targets'; its objective the strictest.")
 def rpo_group(ctx: Ctx, config: CurrentConfig, name: GroupName) -> dict:
-    check_group(config, name)
     return rpo_service.rpo_live(config, ctx.ledger, group=name)
 
 
@@ -90,11 +59,6 @@ def rpo_history(ctx: Ctx, config: CurrentConfig, name: MirrorName, since: When =
                 target: Annotated[str | None, Query(min_length=1, max_length=4096, pattern=NO_NUL,
                                                     description="Only this target (its URL).")] = None,
                 by_target: Annotated[bool, Query(description="Also each target's own curve.")] = False) -> dict:
-    t0, t1 = parse_period(since, until, default_since="1h", now=time.time())
-    check_mirror(config, name)
-    m = config.mirror(name)
-    if target is not None and target not in [t.name for t in m.targets]:
-        raise InvalidInput("query.target", f"{target!r} is not a target of mirror {name!r} (its targets: "
-                                           f"{', '.join(t.name for t in m.targets)})")
+    t0, t1 = rpo_service.parse_period(since, until, default_since="1h", now=time.time())
     return rpo_service.rpo_history(config, ctx.ledger, name, since=t0, until=t1, points=points, target=target,
                                    by_target=by_target)

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from api.deps import Ctx, CurrentConfig
 from api.schemas import StatusOut
-from cloudmirror import service
+from cloudmirror.services import status as service
 
 router = APIRouter(prefix="/v1", tags=["status"])
 

@@ -10,6 +10,7 @@ from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cloudmirror.ledger.models import api_keys, audit_log
+from cloudmirror.ledger.paging import newest_first, oldest_first, read_rows
 from cloudmirror.ledger.repo import Ledger
 
 K = api_keys.c
@@ -67,13 +68,8 @@ class AccessLedger:
     def list_keys(self, *, after: int | None = None, limit: int = 100, include_revoked: bool = True) -> list[dict]:
         """Keys by id ascending, after the id `after`; returns up to limit + 1 rows (the
         extra one says there is a next page)."""
-        q = select(api_keys).order_by(K.id).limit(limit + 1)
-        if after is not None:
-            q = q.where(K.id > after)
-        if not include_revoked:
-            q = q.where(K.revoked_at.is_(None))
-        with self.ledger.reader.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
+        q = select(api_keys) if include_revoked else select(api_keys).where(K.revoked_at.is_(None))
+        return read_rows(self.ledger.reader, oldest_first(q, K.id, limit=limit, after=after))
 
     def revoke_key(self, key_id: int, *, now: float | None = None) -> tuple[dict | None, bool]:
         """Revoke a key. Returns (the key or None when unknown, whether this call revoked it;
@@ -99,12 +95,5 @@ class AccessLedger:
     def list_audit(self, *, before: int | None = None, limit: int = 100, actor: str | None = None,
                    action: str | None = None) -> list[dict]:
         """Entries newest first, before the id `before`; up to limit + 1 rows."""
-        q = select(audit_log).order_by(A.id.desc()).limit(limit + 1)
-        if before is not None:
-            q = q.where(A.id < before)
-        if actor is not None:
-            q = q.where(A.actor == actor)
-        if action is not None:
-            q = q.where(A.action.startswith(action, autoescape=True))
-        with self.ledger.reader.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
+        q = select(audit_log) if action is None else select(audit_log).where(A.action.startswith(action, autoescape=True))
+        return read_rows(self.ledger.reader, newest_first(q, A.id, limit=limit, before=before, where={A.actor: actor}))

@@ -20,7 +20,16 @@ from typing import Any
 from sqlalchemy import case, delete, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 
-from cloudmirror.ledger.models import drills, failover_objects, failovers, key_heads, mirror_specs, replications, versions
+from cloudmirror.ledger.models import (
+    drills,
+    failover_objects,
+    failovers,
+    key_heads,
+    mirror_specs,
+    replications,
+    versions,
+)
+from cloudmirror.ledger.paging import newest_first, oldest_first, read_rows
 from cloudmirror.ledger.repo import Ledger, _retry_transient
 
 F = failovers.c
@@ -106,15 +115,8 @@ class Failovers:
     def list(self, *, mirror: str | None = None, kind: str | None = None, before: int | None = None,
              limit: int = 100) -> list[dict]:
         """Newest first, ids below `before`; up to limit + 1 rows."""
-        q = select(failovers).order_by(F.id.desc()).limit(limit + 1)
-        if mirror is not None:
-            q = q.where(F.mirror == mirror)
-        if kind is not None:
-            q = q.where(F.kind == kind)
-        if before is not None:
-            q = q.where(F.id < before)
-        with self.ledger.reader.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
+        return read_rows(self.ledger.reader, newest_first(select(failovers), F.id, limit=limit, before=before,
+                                                     where={F.mirror: mirror, F.kind: kind}))
 
     def latest_switch(self, mirror: str) -> dict | None:
         """The mirror's last completed planned or forced failover."""
@@ -155,13 +157,8 @@ class Failovers:
     def objects(self, failover_id: int, *, kind: str | None = None, after: int | None = None,
                 limit: int = 100) -> list[dict]:
         """In id order after `after`; up to limit + 1 rows."""
-        q = select(failover_objects).where(O.failover_id == failover_id).order_by(O.id).limit(limit + 1)
-        if kind is not None:
-            q = q.where(O.kind == kind)
-        if after is not None:
-            q = q.where(O.id > after)
-        with self.ledger.reader.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
+        q = select(failover_objects).where(O.failover_id == failover_id)
+        return read_rows(self.ledger.reader, oldest_first(q, O.id, limit=limit, after=after, where={O.kind: kind}))
 
     def at_risk_keys(self, failover_id: int) -> set[str]:
         q = select(O.key).where(O.failover_id == failover_id, O.kind == "at_risk").distinct()
@@ -266,13 +263,9 @@ class Failovers:
             return _d(conn.execute(select(drills).where(D.id == drill_id)).first())
 
     def drill_list(self, *, mirror: str | None = None, before: int | None = None, limit: int = 100) -> list[dict]:
-        q = select(drills).order_by(D.id.desc()).limit(limit + 1)
-        if mirror is not None:
-            q = q.where(D.mirror == mirror)
-        if before is not None:
-            q = q.where(D.id < before)
-        with self.ledger.reader.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
+        """Newest first, ids below `before`; up to limit + 1 rows."""
+        return read_rows(self.ledger.reader, newest_first(select(drills), D.id, limit=limit, before=before,
+                                                     where={D.mirror: mirror}))
 
     def drills_between(self, mirrors: Sequence[str], since: float, until: float) -> list[dict]:
         q = (select(drills).where(D.mirror.in_(list(mirrors)), D.started_at >= since, D.started_at < until,

@@ -9,6 +9,7 @@ import time
 from sqlalchemy import select, update
 
 from cloudmirror.ledger.models import replications, versions
+from cloudmirror.ledger.paging import newest_first, oldest_first, read_rows
 from cloudmirror.ledger.repo import Ledger
 
 R = replications.c
@@ -24,15 +25,9 @@ class FailureLedger:
     def failures(self, *, mirror: str | None = None, target: str | None = None, before: int | None = None,
                  limit: int = 100) -> list[dict]:
         """Failed replications, newest first, before the id `before`; up to limit + 1 rows."""
-        q = (select(*FAILURE_COLUMNS).join(versions, V.id == R.version_pk).where(R.status == "failed")
-             .order_by(R.id.desc()).limit(limit + 1))
-        for col, value in ((R.mirror, mirror), (R.target, target)):
-            if value is not None:
-                q = q.where(col == value)
-        if before is not None:
-            q = q.where(R.id < before)
-        with self.ledger.reader.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
+        q = select(*FAILURE_COLUMNS).join(versions, V.id == R.version_pk).where(R.status == "failed")
+        return read_rows(self.ledger.reader, newest_first(q, R.id, limit=limit, before=before,
+                                                     where={R.mirror: mirror, R.target: target}))
 
     def retry(self, replication_id: int, *, now: float | None = None) -> tuple[dict | None, bool]:
         """Put a failed replication back to pending, due now, with its attempts reset (its
@@ -52,9 +47,8 @@ class FailureLedger:
         each with `replications`: its replication on each target."""
         q = (select(V.id, V.op, V.token, V.version_id, V.etag, V.sequencer, V.size, V.source_time, V.seen_at,
                     V.origin, V.duplicates)
-             .where(V.mirror == mirror, V.key == key).order_by(V.id).limit(limit + 1))
-        if after is not None:
-            q = q.where(V.id > after)
+             .where(V.mirror == mirror, V.key == key))
+        q = oldest_first(q, V.id, limit=limit, after=after)
         with self.ledger.reader.connect() as conn:
             out = [dict(r._mapping, replications=[]) for r in conn.execute(q)]
             if out:

@@ -9,6 +9,7 @@ import time
 from sqlalchemy import func, insert, or_, select, update
 
 from cloudmirror.ledger.models import jobs, versions
+from cloudmirror.ledger.paging import newest_first, read_rows
 from cloudmirror.ledger.repo import Ledger
 
 J = jobs.c
@@ -38,14 +39,8 @@ class JobLedger:
     def list(self, *, before: int | None = None, limit: int = 100, mirror: str | None = None,
              status: str | None = None) -> list[dict]:
         """Jobs newest first, before the id `before`; up to limit + 1 rows."""
-        q = select(jobs).order_by(J.id.desc()).limit(limit + 1)
-        for col, value in ((J.mirror, mirror), (J.status, status)):
-            if value is not None:
-                q = q.where(col == value)
-        if before is not None:
-            q = q.where(J.id < before)
-        with self.ledger.reader.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
+        return read_rows(self.ledger.reader, newest_first(select(jobs), J.id, limit=limit, before=before,
+                                                     where={J.mirror: mirror, J.status: status}))
 
     def active_changing(self, kind: str, mirror: str, target: str | None, *, exclude: int | None = None) -> dict | None:
         """An active job of `kind` on the mirror that changes the ledger (not a dry run) and

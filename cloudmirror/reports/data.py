@@ -18,9 +18,10 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 from cloudmirror.config import Config
+from cloudmirror.errors import RequestError
 from cloudmirror.ledger import rpo as ledger_rpo
 from cloudmirror.ledger.repo import Ledger
 from cloudmirror.replication import rpo
@@ -31,8 +32,10 @@ MAX_OBJECTS_LISTED = 1000  # per breach; objects_affected is always the full cou
 MAX_SERIES_POINTS = 600
 
 
-class ReportError(ValueError):
+class ReportError(RequestError, ValueError):
     """Bad report parameters (scope, period, format); the message says which."""
+
+    code = "validation_error"
 
 
 class FailoverRecord(TypedDict):
@@ -57,15 +60,24 @@ class DrillRecord(TypedDict):
     rto_seconds: float | None
 
 
+def failover_summary(record: dict[str, Any]) -> str:
+    """One line for reports and the CLI."""
+    if record["status"] != "completed":
+        return f"{record['status']}: {record.get('error') or ''}".strip().rstrip(":")
+    if record["kind"] == "failback":
+        return (f"completed: {record['conflicts']} conflict(s) ({record['policy']}), {record['restored']} restored, "
+                f"{record['copied']} copied, {record['deleted']} deleted")
+    return f"completed: {record['at_risk_objects']} object(s) at risk ({record['at_risk_bytes']} bytes)"
+
+
 def failovers_in_period(config: Config, ledger: Ledger, mirrors: Sequence[str], since: float,
                         until: float) -> list[FailoverRecord]:
     """Failovers and failbacks of `mirrors` that switched (or ended without switching) in
     [since, until), from the ledger's failovers table, oldest first."""
-    from cloudmirror.failover import summary
     from cloudmirror.ledger.failovers import Failovers
 
     return [FailoverRecord(mirror=r["mirror"], at=iso(r["switched_at"] or r["finished_at"] or r["started_at"]),
-                           kind=r["kind"], to=r["to_location"], rpo_seconds=r3(r["rpo_seconds"]), outcome=summary(r))
+                           kind=r["kind"], to=r["to_location"], rpo_seconds=r3(r["rpo_seconds"]), outcome=failover_summary(r))
             for r in Failovers(ledger).between(list(mirrors), since, until)]
 
 
@@ -96,15 +108,13 @@ def r3(x: float | None) -> float | None:
 
 def resolve_scope(config: Config, mirror: str | None, group: str | None) -> tuple[str, str, list, float]:
     """(kind, name, mirror configs, objective). Raises ReportError for a bad combination,
-    KeyError for an unknown mirror or group."""
+    NotFoundError for an unknown mirror or group."""
     if bool(mirror) == bool(group):
         raise ReportError("name exactly one of a mirror or a group")
     if mirror:
         m = config.mirror(mirror)
         return "mirror", m.name, [m], m.rpo_objective
-    g = next((g for g in config.groups if g.name == group), None)
-    if g is None:
-        raise KeyError(group)
+    g = config.group(group)
     ms = [config.mirror(n) for n in g.mirrors]
     return "group", g.name, ms, min(m.rpo_objective for m in ms)
 
@@ -171,7 +181,7 @@ def _object(r: dict, now: float) -> dict:
 def build_data(config: Config, ledger: Ledger, *, mirror: str | None = None, group: str | None = None,
                since: float, until: float, now: float | None = None) -> dict:
     """The report's data dict for one mirror or group over [since, until) (epoch seconds).
-    Raises ReportError (bad parameters) or KeyError (unknown mirror or group). Read-only."""
+    Raises ReportError (bad parameters) or NotFoundError (unknown mirror or group). Read-only."""
     now = time.time() if now is None else now
     if not until > since:
         raise ReportError("the period is empty: --until must be after --since")

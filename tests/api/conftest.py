@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from api.app import create_app
-from cloudmirror import access
+from cloudmirror.services import access
 from cloudmirror.config import Config, validate_config
 from cloudmirror.ledger.repo import Ledger
 from tests.conftest import unique_name

@@ -13,7 +13,7 @@ from fastapi.routing import iter_route_contexts
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from cloudmirror.access import Role
+from cloudmirror.services.access import Role
 from cloudmirror.ledger.models import api_keys, audit_log
 from tests.api.conftest import assert_error
 

@@ -92,7 +92,7 @@ async def test_mutating_calls_are_audited_whatever_their_outcome(api):
 
 
 async def test_an_unexpected_error_is_a_json_500_and_audited(api, monkeypatch):
-    from cloudmirror import replications
+    from cloudmirror.services import failures as replications
 
     def boom(*_a, **_k):
         raise RuntimeError("disk on fire")

@@ -144,7 +144,7 @@ async def test_a_second_reconcile_of_the_same_target_is_409_but_a_dry_run_is_not
 
 
 async def test_jobs_of_a_process_that_died_are_failed_at_the_next_start(api_config, ledger):
-    from cloudmirror.jobs import ABANDONED_AFTER_S
+    from cloudmirror.services.jobs import ABANDONED_AFTER_S
 
     jobs = JobLedger(ledger)
     old = jobs.create(kind="reconcile", mirror="photos", target=None, params={"dry_run": False}, created_by="x",

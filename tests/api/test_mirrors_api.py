@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from api.app import create_app
 from api.schemas import MirrorCreate, MirrorOut, MirrorUpdate
-from cloudmirror import mirrors
+from cloudmirror.services import mirrors
 from cloudmirror.config import Mirror, validate_config
 from cloudmirror.location import parse_location
 from cloudmirror.stores import open_store

@@ -11,7 +11,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 
 from api.app import create_app
-from cloudmirror import access
+from cloudmirror.services import access
 from tests.api.conftest import mirror_config
 from tests.api.live import serving
 

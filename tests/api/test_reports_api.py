@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from cloudmirror.config import validate_config
 from cloudmirror.reports.data import iso
 from cloudmirror.reports.signing import KEY_FILE_ENV
-from cloudmirror.rpo_service import REPORT_MEDIA_TYPES, verify_report
+from cloudmirror.services.rpo import REPORT_MEDIA_TYPES, verify_report
 from tests.api.conftest import assert_error, mirror_config_data, running_api
 from tests.unit.test_rpo import A, B, T0, Writer, outage_workload
 

@@ -11,7 +11,7 @@ import pytest
 
 from cloudmirror.config import validate_config
 from cloudmirror.reports.data import iso
-from cloudmirror.rpo_service import rpo_history
+from cloudmirror.services.rpo import rpo_history
 from tests.api.conftest import assert_error, mirror_config_data, running_api
 from tests.unit.test_rpo import Writer
 

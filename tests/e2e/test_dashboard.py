@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from api.app import create_app
-from cloudmirror import access
-from cloudmirror import mirrors as mirror_service
+from cloudmirror.services import access
+from cloudmirror.services import mirrors as mirror_service
 from cloudmirror.config import Config, validate_config
 from cloudmirror.ledger.repo import Ledger, NewVersion, TargetPlan
 from tests.api.live import serving

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import boto3
 
 from cloudmirror.config import Config, validate_config
-from cloudmirror.events.sqs import create_queue, notify_bucket_to_queue
 from cloudmirror.ledger.repo import Ledger
-from cloudmirror.service import Service
+from cloudmirror.local.provision import create_sqs_queue, notify_bucket_to_queue
+from cloudmirror.services.runtime import Service
 from cloudmirror.stores.base import REPLICA_MARKER, SOURCE_VERSION_KEY
 
 FAST_WORKERS = {"poll_interval": 0.05, "lease": 10, "retry_base_delay": 0.05, "retry_max_delay": 0.2,
@@ -52,7 +52,7 @@ class Cloud:
         return f"s3://{bucket}?region={region}&endpoint={self.endpoint}"
 
     def queue_for(self, bucket: str, region="us-east-1", notify=True) -> str:
-        url, arn = create_queue(self.endpoint, region, name("q"))
+        url, arn = create_sqs_queue(self.endpoint, region, name("q"))
         if notify:
             notify_bucket_to_queue(self.endpoint, region, bucket, arn)
         return url

@@ -20,15 +20,16 @@ import json
 import boto3
 import pytest
 
-from cloudmirror import failover, mirrors
+from cloudmirror.dr import failover
+from cloudmirror.services import mirrors
 from cloudmirror.errors import ConflictError
-from cloudmirror.failback import conflict_key
+from cloudmirror.dr.failback import conflict_key
 from cloudmirror.ledger.failovers import Failovers
 from cloudmirror.ledger.mirrors import MirrorSpecs
 from cloudmirror.location import parse_location
 from cloudmirror.stores.base import Fencer
 from cloudmirror.stores.s3 import S3Store
-from cloudmirror.stores.s3_fence import FENCE_ACTIONS, FENCE_SID
+from cloudmirror.stores.s3.fence import FENCE_ACTIONS, FENCE_SID
 from tests.integration.harness import Cloud, config, eventually, mirror, running
 
 SRC_REGION, DST_REGION = "us-east-1", "eu-west-1"

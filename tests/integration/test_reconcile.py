@@ -98,15 +98,15 @@ async def test_scheduled_reconcile_repairs_exactly_the_lost_events_and_counts_th
         with r.ledger.reader.connect() as conn:
             listed = sorted(k for (k,) in conn.execute(select(versions.c.key).where(versions.c.origin == "reconcile")))
         assert listed == [f"lost/{i}" for i in range(5)]
-        from cloudmirror.service import status
+        from cloudmirror.services.status import status
 
         assert status(cfg, r.ledger)[0]["missed_events"] == 5
 
 
 def _queue(cloud: Cloud) -> tuple[str, str]:
-    from cloudmirror.events.sqs import create_queue
+    from cloudmirror.local.provision import create_sqs_queue
 
-    return create_queue(cloud.endpoint, "us-east-1", name("q"))
+    return create_sqs_queue(cloud.endpoint, "us-east-1", name("q"))
 
 
 async def test_consistency_group_recovery_point_is_the_lagging_mirrors_oldest_pending_write(cloud, sqlite_url):
@@ -115,7 +115,7 @@ async def test_consistency_group_recovery_point_is_the_lagging_mirrors_oldest_pe
     import time
 
     from cloudmirror.config import validate_config
-    from cloudmirror.service import group_status, status
+    from cloudmirror.services.status import group_status, status
     from tests.integration.harness import FAST_WORKERS
 
     a_src, a_dst, b_src, b_dst = cloud.bucket(), cloud.bucket("eu-west-1"), cloud.bucket(), cloud.bucket("eu-west-1")

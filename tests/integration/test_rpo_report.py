@@ -13,12 +13,12 @@ import uuid
 import pytest
 from pypdf import PdfReader
 
-import cloudmirror.service as service_module
+import cloudmirror.services.runtime as service_module
 from cloudmirror.config import validate_config
 from cloudmirror.location import parse_location
 from cloudmirror.reports.render import read_csv_sections
 from cloudmirror.reports.signing import KEY_ENV, KEY_FILE_ENV
-from cloudmirror.rpo_service import build_report, rpo_live, verify_report
+from cloudmirror.services.rpo import build_report, rpo_live, verify_report
 from cloudmirror.stores import open_store
 from cloudmirror.stores.base import PutOptions, RetryableError
 from cloudmirror.stores.memory import MemoryStore

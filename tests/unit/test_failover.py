@@ -12,10 +12,11 @@ import json
 
 import pytest
 
-from cloudmirror import drills, failover, mirrors
+from cloudmirror.dr import drills, failover
+from cloudmirror.services import mirrors
 from cloudmirror.config import validate_config
 from cloudmirror.errors import ConflictError, InvalidInput, NotFoundError
-from cloudmirror.failback import conflict_key
+from cloudmirror.dr.failback import conflict_key
 from cloudmirror.ledger.failovers import Failovers
 from cloudmirror.ledger.mirrors import MirrorSpecs
 from cloudmirror.location import parse_location

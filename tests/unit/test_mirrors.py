@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from cloudmirror import mirrors
+from cloudmirror.services import mirrors
 from cloudmirror.config import validate_config
 from cloudmirror.errors import ConflictError, InvalidInput, NotFoundError
 from cloudmirror.ledger.mirrors import MirrorSpecs

@@ -7,7 +7,7 @@ from cloudmirror.config import validate_config
 from cloudmirror.ledger.runs import Runs
 from cloudmirror.replication.reconcile import Reconciler, merge
 from cloudmirror.replication.transfer import Endpoint
-from cloudmirror.service import Service
+from cloudmirror.services.runtime import Service
 from cloudmirror.stores.base import ListOptions, PutOptions, RetryableError, SOURCE_VERSION_KEY
 from tests.conftest import unique_name
 

@@ -14,15 +14,18 @@ import typer
 from pypdf import PdfReader
 from typer.testing import CliRunner
 
-from cloudmirror.cli_report import register
+from cloudmirror.cli.report import register
 from cloudmirror.config import validate_config
+from cloudmirror.errors import NotFoundError
 from cloudmirror.reports import ReportError, ReportKeyError
 from cloudmirror.reports.data import iso
-from cloudmirror.reports.pdf import SUMMARY_LABELS, text as pdf_cell
-from cloudmirror.reports.render import cell as csv_cell, data_digest, flatten, read_csv_sections
+from cloudmirror.reports.pdf import SUMMARY_LABELS
+from cloudmirror.reports.pdf import text as pdf_cell
+from cloudmirror.reports.render import cell as csv_cell
+from cloudmirror.reports.render import data_digest, flatten, read_csv_sections
 from cloudmirror.reports.signing import KEY_ENV, KEY_FILE_ENV, ReportKey, _key_id, load_key
-from cloudmirror.rpo_service import build_report, report_data, verify_report
-from tests.unit.test_rpo import A, B, T0, Writer, outage_workload
+from cloudmirror.services.rpo import build_report, report_data, verify_report
+from tests.unit.test_rpo import T0, A, B, Writer, outage_workload
 
 FORMATS = ("json", "csv", "pdf")
 
@@ -175,9 +178,9 @@ def test_bad_parameters_are_refused(cfg, ledger, key):
         report(cfg, ledger, "json", since=T0, until=T0)
     with pytest.raises(ReportError, match="format"):
         report(cfg, ledger, "xml")
-    with pytest.raises(KeyError):
+    with pytest.raises(NotFoundError, match="no mirror named 'nope'"):
         report(cfg, ledger, "json", mirror="nope")
-    with pytest.raises(KeyError):
+    with pytest.raises(NotFoundError, match="no group named 'nope'"):
         report(cfg, ledger, "json", mirror=None, group="nope")
 
 
@@ -323,7 +326,7 @@ def test_cli_group_reports_and_bad_input(cli, outage, tmp_path):
     assert (fields["scope_kind"], fields["scope_name"]) == ("group", "g")
     res = cli("report", "create", "m", "--since", iso(T0), "--until", iso(T0 + 60), "--format", "csv")
     assert res.exit_code == 0 and "[summary]" in res.output
-    for args, reason in ((("report", "nope"), "unknown mirror: nope"),
+    for args, reason in ((("report", "nope"), "no mirror named 'nope'"),
                          (("report", "m", "--since", "yesterday-ish"), "not a time"),
                          (("report", "m", "--format", "xml"), "unknown format 'xml'"),
                          (("report", "m", "--group", "g"), "exactly one"),

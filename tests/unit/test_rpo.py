@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from cloudmirror import metrics
 from cloudmirror.config import validate_config
+from cloudmirror.errors import NotFoundError
 from cloudmirror.ledger import rpo as ledger_rpo
 from cloudmirror.ledger.repo import Ledger, NewVersion, TargetPlan
 from cloudmirror.replication.rpo import (
@@ -24,7 +24,8 @@ from cloudmirror.replication.rpo import (
     series,
     worst,
 )
-from cloudmirror.rpo_service import rpo_live
+from cloudmirror.services import metrics as ledger_metrics
+from cloudmirror.services.rpo import rpo_live
 
 T0 = 1_700_000_000.0
 A, B = "memory://rpo-a", "memory://rpo-b"
@@ -267,9 +268,9 @@ def test_rpo_live_per_target_mirror_and_group(ledger, ledger_url):
     only = rpo_live(cfg, ledger, mirror="n", now=T0 + 120)
     assert [r["target"] for r in only["targets"]] == ["memory://rpo-c"] and only["groups"] == []
     assert [x["group"] for x in rpo_live(cfg, ledger, group="g", now=T0 + 120)["groups"]] == ["g"]
-    with pytest.raises(KeyError):
+    with pytest.raises(NotFoundError, match="no mirror named 'nope'"):
         rpo_live(cfg, ledger, mirror="nope")
-    with pytest.raises(KeyError):
+    with pytest.raises(NotFoundError, match="no group named 'nope'"):
         rpo_live(cfg, ledger, group="nope")
 
 
@@ -284,7 +285,7 @@ def metric(text: str, name: str, **labels) -> float:
 def test_metrics_collector_reads_the_ledger_at_scrape_time(ledger, ledger_url):
     cfg = two_target_config(ledger_url)
     registry = CollectorRegistry()
-    metrics.register_ledger_collector(cfg, ledger, registry)
+    ledger_metrics.register_ledger_collector(cfg, ledger, registry)
     text = generate_latest(registry).decode()
     assert metric(text, "cloudmirror_ledger_up") == 1
     assert metric(text, "cloudmirror_backlog_objects", mirror="m", target=A) == 0
@@ -293,7 +294,7 @@ def test_metrics_collector_reads_the_ledger_at_scrape_time(ledger, ledger_url):
     w.put("y", T0 + 1, {A: None}, size=5)
     w.flush()
     w.fail("m", B, "x", T0 + 2)
-    metrics.register_ledger_collector(cfg, ledger, registry)  # registering again only rebinds
+    ledger_metrics.register_ledger_collector(cfg, ledger, registry)  # registering again only rebinds
     text = generate_latest(registry).decode()
     assert metric(text, "cloudmirror_backlog_objects", mirror="m", target=A) == 2
     assert metric(text, "cloudmirror_backlog_bytes", mirror="m", target=A) == 16
@@ -305,13 +306,13 @@ def test_metrics_collector_reads_the_ledger_at_scrape_time(ledger, ledger_url):
         text, "cloudmirror_rpo_seconds", mirror="m", target=A)
     ledger.close()  # an unreadable ledger does not fail the scrape
     broken = Ledger("sqlite:////nonexistent-dir/ledger.db")
-    metrics.register_ledger_collector(cfg, broken, registry)
+    ledger_metrics.register_ledger_collector(cfg, broken, registry)
     assert metric(generate_latest(registry).decode(), "cloudmirror_ledger_up") == 0
     broken.close()
 
 
 def test_status_and_live_rpo_agree_that_a_failed_copy_holds_the_rpo(ledger, ledger_url):
-    from cloudmirror.service import group_status, status
+    from cloudmirror.services.status import group_status, status
 
     cfg = two_target_config(ledger_url)
     w = Writer(ledger)

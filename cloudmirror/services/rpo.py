@@ -5,11 +5,10 @@ API (they stay thin: parse, call one of these, present the result).
   recent windows, objective met, and recent RPO history from the ledger.
 - build_report / verify_report: the signed compliance report (JSON, CSV, PDF).
 - rpo_history: RPO over a period as a chart series (one mirror, or each of its targets).
-- install_metrics: /metrics gauges computed from the ledger at scrape time.
 - parse_when: the times users type (`24h`, `now`, ISO 8601, epoch seconds).
 
 A failed replication keeps holding its target's RPO until a newer version of its key is
-copied: its version is not on the target (`service.status` counts only open work).
+copied: its version is not on the target (`services.status.status` counts it too).
 """
 
 from __future__ import annotations
@@ -17,11 +16,11 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from cloudmirror.config import Config, Mirror, parse_duration
+from cloudmirror.errors import InvalidInput, Unavailable
 from cloudmirror.ledger import rpo as ledger_rpo
 from cloudmirror.ledger.repo import Ledger
 from cloudmirror.ledger.runs import Runs
@@ -37,14 +36,14 @@ HISTORY_POINTS = 120
 
 
 def _scope_mirrors(config: Config, mirror: str | None, group: str | None) -> tuple[list[Mirror], list]:
-    """The mirrors and groups rpo_live reports on. Raises KeyError for unknown names."""
+    """The mirrors and groups rpo_live reports on. Raises NotFoundError for unknown names."""
     if mirror and group:
         raise ReportError("name a mirror or a group, not both")
     if mirror:
         return [config.mirror(mirror)], []
     if group:
         _, _, ms, _ = resolve_scope(config, None, group)
-        return ms, [g for g in config.groups if g.name == group]
+        return ms, [config.group(group)]
     return list(config.mirrors), list(config.groups)
 
 
@@ -92,7 +91,7 @@ def rpo_live(config: Config, ledger: Ledger, mirror: str | None = None, group: s
     p90, p99, max}. Per mirror and group: the worst target (`lagging`), summed backlog,
     latency over all its targets, and `history` (the last `history` seconds: worst RPO,
     breaches, an RPO series). `mirror` or `group` narrows the answer (a mirror: no groups).
-    Raises KeyError for an unknown mirror or group. Read-only."""
+    Raises NotFoundError for an unknown mirror or group. Read-only."""
     now = time.time() if now is None else now
     mirrors, groups = _scope_mirrors(config, mirror, group)
     names = [m.name for m in mirrors]
@@ -142,11 +141,15 @@ def rpo_history(config: Config, ledger: Ledger, mirror: str, *, since: float, un
     exactly (a jump is two points at one instant); beyond `points` points it is reduced to
     the worst RPO per time bin, so peaks are never lost (replication.rpo.series, as the
     PDF report's chart). With `by_target`, `targets` holds each target's own
-    {"target", "worst_rpo_s", "worst_at", "series"}. Read-only. Raises KeyError (unknown
-    mirror or target) and ReportError (empty period, or fewer than 2 points)."""
+    {"target", "worst_rpo_s", "worst_at", "series"}. Read-only. Raises NotFoundError
+    (unknown mirror), InvalidInput (`query.target`: not a target of the mirror) and
+    ReportError (empty period, or fewer than 2 points)."""
     m = config.mirror(mirror)
     if target is not None:
-        m.target(target)  # KeyError when it is not one of the mirror's
+        try:
+            m.target(target)
+        except InvalidInput as e:
+            raise InvalidInput("query.target", e.reason) from None
     if not until > since:
         raise ReportError("the period is empty: until must be after since")
     if not 2 <= points <= MAX_HISTORY_POINTS:
@@ -199,6 +202,22 @@ def parse_when(value: str, *, now: float) -> float:
     return t
 
 
+def parse_period(since: str | None, until: str | None, *, default_since: str, now: float,
+                 field_prefix: str = "query.") -> tuple[float, float]:
+    """`since` / `until` as typed (parse_when; `until` defaults to now) -> epoch seconds.
+    Raises InvalidInput naming `since` or `until` (with the prefix) when one is not a time
+    or the period is empty."""
+    out = []
+    for name, value in (("since", since or default_since), ("until", until or "now")):
+        try:
+            out.append(parse_when(value, now=now))
+        except ValueError as e:
+            raise InvalidInput(f"{field_prefix}{name}", str(e)) from None
+    if not out[1] > out[0]:
+        raise InvalidInput(f"{field_prefix}until", "must be after since (the period is empty)")
+    return out[0], out[1]
+
+
 def _epoch(t: float | datetime) -> float:
     return t.timestamp() if isinstance(t, datetime) else float(t)
 
@@ -213,18 +232,49 @@ def build_report(config: Config, ledger: Ledger, *, mirror: str | None = None, g
                  key: ReportKey | None = None) -> bytes:
     """The signed compliance report of one mirror or group over [since, until) as file
     bytes in `fmt` (json, csv or pdf). Raises ReportError (bad format, period, or both or
-    neither of mirror/group), KeyError (unknown mirror or group), ReportKeyError (no key
-    can be read or created). Read-only on the ledger; may create the key file."""
+    neither of mirror/group), NotFoundError (unknown mirror or group), Unavailable (no
+    report key can be read or created). Read-only on the ledger; may create the key file."""
     if fmt not in FORMATS:
         raise ReportError(f"unknown report format {fmt!r} (use json, csv or pdf)")
     data = report_data(config, ledger, mirror=mirror, group=group, since=since, until=until, now=now)
-    return render_signed(data, fmt, key or report_key(config))
+    if key is None:
+        try:
+            key = report_key(config)
+        except ReportKeyError as e:
+            raise Unavailable(f"reports cannot be signed: the server's report key is not usable ({e}); "
+                              "the operator must fix it") from None
+    return render_signed(data, fmt, key)
 
 
 def report_data(config: Config, ledger: Ledger, *, mirror: str | None = None, group: str | None = None,
                 since: float | datetime, until: float | datetime, now: float | None = None) -> dict[str, Any]:
     """The unsigned report data (the `data` of the JSON report). Raises like build_report."""
     return build_data(config, ledger, mirror=mirror, group=group, since=_epoch(since), until=_epoch(until), now=now)
+
+
+def report_file(config: Config, ledger: Ledger, *, mirror: str | None, group: str | None, since: str | None,
+                until: str | None, fmt: str, now: float | None = None) -> tuple[bytes, str, str]:
+    """The signed report as a download: (bytes, file name, media type), for a request that
+    names the scope and period as users type them. Raises InvalidInput (`query.mirror`,
+    `query.group`, `query.since`, `query.until`), NotFoundError (unknown mirror or group),
+    ReportError, Unavailable (no usable report key). Read-only on the ledger."""
+    if mirror and group:
+        raise InvalidInput("query.group", "name a mirror or a group, not both")
+    if not mirror and not group:
+        raise InvalidInput("query.mirror", "name a mirror (or a group with `group`)")
+    now = time.time() if now is None else now
+    t0, t1 = parse_period(since, until, default_since="24h", now=now)
+    blob = build_report(config, ledger, mirror=mirror, group=group, since=t0, until=t1, fmt=fmt, now=now)
+    return blob, report_filename(mirror or group, t0, t1, fmt), REPORT_MEDIA_TYPES[fmt]
+
+
+def report_filename(scope: str, since: float, until: float, fmt: str) -> str:
+    """rpo-report-photos-20261125T000000Z-20261126T000000Z.pdf (safe in any header or file system)."""
+    def stamp(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y%m%dT%H%M%SZ")
+
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", scope).strip("._")[:64] or "scope"
+    return f"rpo-report-{safe}-{stamp(since)}-{stamp(until)}.{fmt}"
 
 
 def verify_report(data: bytes, config: Config | None = None, *, key: ReportKey | None = None) -> tuple[bool, str]:
@@ -236,15 +286,3 @@ def verify_report(data: bytes, config: Config | None = None, *, key: ReportKey |
         return False, str(e)
     v = verify_signed(data, key)
     return v.ok, v.reason
-
-
-def install_metrics(config: Config, ledger: Ledger) -> None:
-    """Serve the ledger's RPO, backlog, failure and missed-event figures on /metrics
-    (computed at scrape time) for the mirrors as they run now: each scrape reads them from
-    the ledger (mirrors.current_config of `config`, cached per revision), so mirrors added,
-    changed or failed over through the API show without a restart. Call once per process
-    (again to rebind). Idempotent."""
-    from cloudmirror import metrics, mirrors
-
-    current: Callable[[], Config] = lambda: mirrors.current_config(config, ledger)  # noqa: E731
-    metrics.register_ledger_collector(current, ledger)

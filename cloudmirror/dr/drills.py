@@ -25,17 +25,17 @@ import hashlib
 import random
 import time
 
-from cloudmirror import mirrors
 from cloudmirror.config import Mirror, Target
+from cloudmirror.dr.common import load_mirror
 from cloudmirror.errors import InvalidInput, NotFoundError
-from cloudmirror.failover import _load
 from cloudmirror.ledger.failovers import Failovers
 from cloudmirror.ledger.mirrors import MirrorSpecs
 from cloudmirror.paging import DEFAULT_LIMIT, Page, page_of
 from cloudmirror.replication.reconcile import Reconciler
 from cloudmirror.replication.transfer import Endpoint
-from cloudmirror.rpo_service import rpo_live
-from cloudmirror.service import CONTROL_POLL_S
+from cloudmirror.services import mirrors
+from cloudmirror.services.rpo import rpo_live
+from cloudmirror.services.runtime import CONTROL_POLL_S
 from cloudmirror.stores.base import SOURCE_VERSION_KEY, ListOptions, NotFound, ObjectMeta, StoreError
 
 DEFAULT_SAMPLE = 20
@@ -131,7 +131,7 @@ async def drill(service, name: str, *, sample: int = DEFAULT_SAMPLE, requested_b
     record says why): that is a finding, not a bad request."""
     if not 0 <= sample <= MAX_SAMPLE:
         raise InvalidInput("sample", f"must be between 0 and {MAX_SAMPLE}")
-    _load(service, name)
+    load_mirror(service, name)
     led = service.ledger
     store = Failovers(led)
     config = await asyncio.to_thread(mirrors.current_config, service.base_config, led)

@@ -1,5 +1,6 @@
-"""Wires the parts for the roles `run` (intake + workers + API), `worker` and `api`, and
-holds the service functions that the CLI and the REST API share."""
+"""The running service: one process's intake, workers and reconcile loops, following the
+mirrors in the ledger. The CLI's `run`, `worker` and `api` commands build it (and, for the
+API, serve the app beside it); the API's jobs use it to run reconciles."""
 
 from __future__ import annotations
 
@@ -9,46 +10,26 @@ import logging
 import os
 import signal
 import socket
-import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from cloudmirror import mirrors
 from cloudmirror.config import Config, Mirror, Target
 from cloudmirror.events import open_feed
-from cloudmirror.replication.poller import PollFeed
-from cloudmirror.ledger import rpo as ledger_rpo
 from cloudmirror.ledger.mirrors import MirrorSpecs
 from cloudmirror.ledger.repo import Ledger
 from cloudmirror.ledger.runs import Runs
 from cloudmirror.location import parse_location
 from cloudmirror.replication.intake import Intake
 from cloudmirror.replication.planner import Router
+from cloudmirror.replication.poller import PollFeed
 from cloudmirror.replication.reconcile import Progress, Reconciler
 from cloudmirror.replication.transfer import Endpoint
 from cloudmirror.replication.worker import WorkerPool
+from cloudmirror.services import mirrors
 from cloudmirror.stores import open_store
 
-log = logging.getLogger("cloudmirror.service")
+log = logging.getLogger("cloudmirror.services.runtime")
 CONTROL_POLL_S = 1.0  # how often a running service looks for changed mirrors in the ledger
-
-
-class ServiceError(RuntimeError):
-    """The service cannot start (e.g. the API address is taken); the message says why."""
-
-
-def bind_api(listen: str) -> socket.socket:
-    """Bind the API's listening socket before anything else starts. Raises ServiceError."""
-    host, _, port = listen.rpartition(":")
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host.strip("[]"), int(port)))
-    except OSError as e:
-        sock.close()
-        raise ServiceError(f"cannot listen on {listen} (api.listen): {e.strerror}") from None
-    sock.listen(128)
-    sock.setblocking(False)
-    return sock
 
 
 def upgrade_db(config: Config) -> None:
@@ -58,49 +39,6 @@ def upgrade_db(config: Config) -> None:
         ledger.upgrade()
     finally:
         ledger.close()
-
-
-def status(config: Config, ledger: Ledger, *, now: float | None = None) -> list[dict]:
-    """Per mirror and target: counts by status and the RPO: the age of the oldest source
-    write not yet on the target (pending, in progress, or failed and not made moot by a newer
-    copy of its key -- the same rule as the live RPO, /metrics and the reports). Targets with
-    no replications yet appear with zeros."""
-    now = time.time() if now is None else now
-    rows = {(r["mirror"], r["target"]): r for r in ledger.status(now=now)}
-    for b in ledger_rpo.backlog(ledger):
-        r = rows.get((b["mirror"], b["target"]))
-        if r is not None and b["oldest_open"] is not None:
-            r["rpo_seconds"] = max(r["rpo_seconds"], now - b["oldest_open"])
-    missed = Runs(ledger).missed_events()
-    out = []
-    for m in config.mirrors:
-        for t in m.targets:
-            r = rows.get((m.name, t.name)) or dict(mirror=m.name, target=t.name, pending=0, in_progress=0,
-                                                   completed=0, failed=0, superseded=0, skipped=0,
-                                                   rpo_seconds=0.0)
-            r["rpo_objective"] = m.rpo_objective
-            r["objective_met"] = r["rpo_seconds"] <= m.rpo_objective
-            r["missed_events"] = missed.get((m.name, t.name), 0)
-            out.append(r)
-    return out
-
-
-def group_status(config: Config, rows: list[dict], *, now: float | None = None) -> list[dict]:
-    """Per consistency group: its recovery point is the earliest source write time still
-    pending on any target of any of its mirrors (now when nothing is pending); its RPO is
-    the worst of its targets'; `lagging` names the mirror and target that set it."""
-    now = time.time() if now is None else now
-    out = []
-    for g in config.groups:
-        members = [r for r in rows if r["mirror"] in g.mirrors]
-        worst = max(members, key=lambda r: r["rpo_seconds"], default=None)
-        rpo = worst["rpo_seconds"] if worst else 0.0
-        objective = min((config.mirror(m).rpo_objective for m in g.mirrors), default=0.0)
-        out.append(dict(group=g.name, mirrors=list(g.mirrors), rpo_seconds=rpo, recovery_point=now - rpo,
-                        lagging=(f"{worst['mirror']} -> {worst['target']}" if worst and rpo > 0 else None),
-                        pending=sum(r["pending"] + r["in_progress"] for r in members),
-                        rpo_objective=objective, objective_met=rpo <= objective))
-    return out
 
 
 @dataclass
@@ -156,19 +94,20 @@ class Service:
                 except Exception as e:  # noqa: BLE001
                     log.warning("could not open %s yet: %s", url, e)
 
-    async def run(self, *, intake: bool = True, workers: bool = True, api: bool = False) -> None:
-        """Run the chosen roles until stop(). Raises ServiceError before starting anything
-        when the API cannot listen.
+    async def run(self, *, intake: bool = True, workers: bool = True,
+                  beside: Callable[[Service, asyncio.Event], Awaitable[None]] | None = None) -> None:
+        """Run the chosen roles until stop().
 
         The mirrors come from the ledger (seeded from the config file at start); when one
         changes (the API, or a failover), the intake and the workers restart with the new
-        set: in-flight copies drain first, so nothing is lost or copied twice."""
-        api_socket = bind_api(self.config.api.listen) if api else None
+        set: in-flight copies drain first, so nothing is lost or copied twice. `beside`
+        (e.g. the REST API, built by the CLI) runs alongside and must return once the event
+        it is given is set (at stop)."""
         await asyncio.to_thread(mirrors.seed, self.base_config, self.ledger)
         rev = await self._load_mirrors()
         tasks = []
-        if api_socket is not None:
-            tasks.append(asyncio.create_task(self._serve_api(api_socket), name="api"))
+        if beside is not None:
+            tasks.append(asyncio.create_task(beside(self, self._stop), name="beside"))
         generation: list[asyncio.Task] = []
         try:
             while not self._stop.is_set():
@@ -297,22 +236,26 @@ class Service:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=m.reconcile_every)
 
-    async def _serve_api(self, sock: socket.socket) -> None:
-        import uvicorn
-
-        from api.app import create_app
-
-        app = create_app(self.base_config, self.ledger, service=self)  # the API reuses our stores and wakes our workers
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        server.install_signal_handlers = lambda: None  # the service owns signals
-        serve = asyncio.create_task(server.serve(sockets=[sock]))
-        await self._stop.wait()
-        server.should_exit = True
-        await serve
-
-    async def close(self) -> None:
+    async def close_stores(self) -> None:
+        """Close every store this service opened (errors ignored). Idempotent."""
         for ep in self._endpoints.values():
             with contextlib.suppress(Exception):
                 await ep.store.close()
         self._endpoints.clear()
+
+    async def close(self) -> None:
+        await self.close_stores()
         self.ledger.close()
+
+
+class ApiService(Service):
+    """The API's own Service when none runs beside it (tests, embedding): it shares the
+    app's ledger (never closes it), reconciles the mirrors as they are in the ledger now,
+    and on shutdown closes only the stores it opened."""
+
+    async def reconcile(self, mirror: str, target: str | None = None, **kw):
+        self.config = await asyncio.to_thread(mirrors.current_config, self.base_config, self.ledger)
+        return await super().reconcile(mirror, target, **kw)
+
+    async def close(self) -> None:
+        await self.close_stores()

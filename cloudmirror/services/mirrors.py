@@ -9,22 +9,25 @@ config file, changed through the REST API. Service functions shared by the API a
   call on every request.
 - create / update / delete / pause / resume validate a mirror exactly like the config file
   (the same pydantic models, with the whole config's cross-checks: unique names, groups) and
-  raise errors.InvalidInput naming the field, NotFoundError or ConflictError.
+  raise errors.InvalidInput naming the field, MirrorNotFound or ConflictError.
 Every running service polls the revision and restarts its pipelines when a mirror changed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 from cloudmirror.config import Config, ConfigError, Mirror, validate_config
-from cloudmirror.errors import ConflictError, InvalidInput, NotFoundError
+from cloudmirror.errors import ConflictError, InvalidInput, MirrorNotFound, Unavailable
 from cloudmirror.ledger.failovers import Failovers
 from cloudmirror.ledger.mirrors import MirrorSpecs, RevisionMismatch, SpecExists, SpecMissing, SpecRow
 from cloudmirror.ledger.repo import Ledger
+from cloudmirror.paging import DEFAULT_LIMIT, Page, page_of
 
 
 def spec_of(m: Mirror) -> dict[str, Any]:
@@ -89,6 +92,16 @@ def current_config(config: Config, ledger: Ledger) -> Config:
     return out
 
 
+def serving_config(config: Config, ledger: Ledger) -> Config:
+    """current_config for a server answering requests: Raises Unavailable when the ledger's
+    mirrors no longer fit the config file's groups (a server misconfiguration, not the
+    caller's)."""
+    try:
+        return current_config(config, ledger)
+    except ConfigError as e:
+        raise Unavailable(f"the mirrors in the ledger do not fit the config file: {e}") from None
+
+
 # ---------------------------------------------------------------- reads
 def mirror_view(row: SpecRow) -> dict[str, Any]:
     """What the API shows of a mirror: its spec, where applications write now, its revision."""
@@ -100,12 +113,30 @@ def list_mirrors(ledger: Ledger) -> list[dict[str, Any]]:
     return [mirror_view(r) for r in MirrorSpecs(ledger).all()]
 
 
-def get_mirror(ledger: Ledger, name: str) -> dict[str, Any]:
-    """Raises NotFoundError."""
+def mirrors_page(ledger: Ledger, *, after: str | None = None, limit: int = DEFAULT_LIMIT) -> Page[dict[str, Any]]:
+    """The mirrors by name, after the name `after`, `limit` at a time."""
+    rows = sorted((m for m in list_mirrors(ledger) if after is None or m["name"] > after), key=lambda m: m["name"])
+    return page_of(rows[:limit + 1], limit, lambda m: m["name"])
+
+
+@contextlib.contextmanager
+def _existing(name: str) -> Iterator[None]:
+    """Turn the ledger's "no such spec" into the service's MirrorNotFound."""
     try:
-        return mirror_view(MirrorSpecs(ledger).get(name))
+        yield
     except SpecMissing:
-        raise NotFoundError(f"no mirror named {name!r}") from None
+        raise MirrorNotFound(name) from None
+
+
+def spec_row(ledger: Ledger, name: str) -> SpecRow:
+    """The ledger's row of a mirror (its spec as configured, not reversed). Raises MirrorNotFound."""
+    with _existing(name):
+        return MirrorSpecs(ledger).get(name)
+
+
+def get_mirror(ledger: Ledger, name: str) -> dict[str, Any]:
+    """Raises MirrorNotFound."""
+    return mirror_view(spec_row(ledger, name))
 
 
 # ---------------------------------------------------------------- changes
@@ -154,7 +185,9 @@ def create_mirror(config: Config, ledger: Ledger, spec: dict[str, Any]) -> dict[
 def update_mirror(config: Config, ledger: Ledger, name: str, changes: dict[str, Any], *,
                   expect_revision: int | None = None) -> dict[str, Any]:
     """Apply `changes` (top-level fields; a field given replaces the old value). Raises
-    NotFoundError, InvalidInput, ConflictError (the revision moved on)."""
+    MirrorNotFound, InvalidInput, ConflictError (the revision moved on)."""
+    if not changes:
+        raise InvalidInput("body", "name at least one field to change")
     current = get_mirror(ledger, name)
     if "name" in changes and changes["name"] != name:
         raise InvalidInput("name", "a mirror cannot be renamed; create a new one")
@@ -162,29 +195,26 @@ def update_mirror(config: Config, ledger: Ledger, name: str, changes: dict[str, 
     spec.update(changes)
     valid = _validated(config, ledger, spec, replacing=name)
     try:
-        return mirror_view(MirrorSpecs(ledger).update(name, valid, expect_revision=expect_revision))
-    except SpecMissing:
-        raise NotFoundError(f"no mirror named {name!r}") from None
+        with _existing(name):
+            return mirror_view(MirrorSpecs(ledger).update(name, valid, expect_revision=expect_revision))
     except RevisionMismatch as e:
         raise ConflictError(str(e)) from None
 
 
 def delete_mirror(config: Config, ledger: Ledger, name: str) -> None:
-    """Stop mirroring (history stays in the ledger). Raises NotFoundError, ConflictError
+    """Stop mirroring (history stays in the ledger). Raises MirrorNotFound, ConflictError
     (a consistency group of the config file names it)."""
     groups = [g.name for g in config.groups if name in g.mirrors]
     if groups:
         raise ConflictError(f"mirror {name!r} belongs to group(s) {', '.join(groups)} of the config file")
-    try:
+    with _existing(name):
         MirrorSpecs(ledger).delete(name)
-    except SpecMissing:
-        raise NotFoundError(f"no mirror named {name!r}") from None
 
 
 def set_paused(config: Config, ledger: Ledger, name: str, paused: bool) -> dict[str, Any]:
     """Pause (no new copies start; events are still recorded) or resume. Idempotent: a
     mirror already in that state is returned unchanged (same revision; nothing restarts).
-    Raises NotFoundError."""
+    Raises MirrorNotFound."""
     current = get_mirror(ledger, name)
     if bool(current.get("paused")) == paused:
         return current
@@ -192,8 +222,6 @@ def set_paused(config: Config, ledger: Ledger, name: str, paused: bool) -> dict[
 
 
 def set_active(ledger: Ledger, name: str, active: str | None) -> dict[str, Any]:
-    """Record where applications write now (a failover or failback). Raises NotFoundError."""
-    try:
+    """Record where applications write now (a failover or failback). Raises MirrorNotFound."""
+    with _existing(name):
         return mirror_view(MirrorSpecs(ledger).update(name, active=active, clear_active=active is None))
-    except SpecMissing:
-        raise NotFoundError(f"no mirror named {name!r}") from None

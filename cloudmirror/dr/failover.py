@@ -24,7 +24,7 @@
   as an intent with the reason "not supported by PROVIDER: writes are not blocked".
   `fenced_at` is the time the fence was requested. A failover that aborts or fails before
   its switch unfences again; a completed one leaves the old primary fenced until the
-  failback, which unfences it at its start (cloudmirror.failback). Applications are still
+  failback, which unfences it at its start (cloudmirror.dr.failback). Applications are still
   expected to read `active` (GET /v1/mirrors/{name}) to learn where to write.
 
 Both run synchronously within their timeouts; their record is written as they go (status
@@ -43,31 +43,23 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cloudmirror import mirrors
 from cloudmirror.config import EventFeed, Mirror
+from cloudmirror.dr.common import load_mirror
+from cloudmirror.dr.failback import POLICIES, Failback
 from cloudmirror.errors import ConflictError, InvalidInput, NotFoundError
-from cloudmirror.failback import POLICIES, Failback
 from cloudmirror.ledger.failovers import Busy, Failovers, NotDrained, SwitchRefused
-from cloudmirror.ledger.mirrors import MirrorSpecs, SpecMissing, SpecRow
 from cloudmirror.paging import DEFAULT_LIMIT, Page, page_of
 from cloudmirror.replication.worker import WorkerPool
+from cloudmirror.reports.data import failover_summary
+from cloudmirror.services import mirrors
 from cloudmirror.stores.base import Fencer, StoreError
 
-log = logging.getLogger("cloudmirror.failover")
+log = logging.getLogger("cloudmirror.dr.failover")
 
 MODES = ("planned", "forced")
 MAX_TIMEOUT_S = 3600.0
 DRAIN_CHECK_S = 0.2
 HEARTBEAT_S = 2.0
-
-
-def _load(service, name: str) -> tuple[SpecRow, Mirror]:
-    """The mirror as configured (not reversed) and its row. Raises NotFoundError."""
-    try:
-        row = MirrorSpecs(service.ledger).get(name)
-    except SpecMissing:
-        raise NotFoundError(f"no mirror named {name!r}") from None
-    return row, Mirror.model_validate(row.spec)
 
 
 def _timeout(field: str, value: float) -> float:
@@ -182,7 +174,7 @@ async def failover(service, name: str, *, to: str, mode: str = "planned", drain_
     if mode not in MODES:
         raise InvalidInput("mode", f"must be planned or forced, not {mode!r}")
     drain_timeout_s = _timeout("drain_timeout_s", drain_timeout_s)
-    row, m = _load(service, name)
+    row, m = load_mirror(service, name)
     targets = [t.url for t in m.targets]
     if to not in targets:
         raise InvalidInput("to", f"{to!r} is not a target of mirror {name!r} (its targets: {', '.join(targets)})")
@@ -237,14 +229,14 @@ async def failover(service, name: str, *, to: str, mode: str = "planned", drain_
 
 async def failback(service, name: str, *, policy: str = "newest_wins", timeout_s: float = 600.0,
                    requested_by: str = "cli") -> dict:
-    """Bring the mirror back to its source (see the module doc and cloudmirror.failback).
+    """Bring the mirror back to its source (see the module doc and cloudmirror.dr.failback).
     Returns the record. Raises NotFoundError, InvalidInput (bad policy or timeout),
     ConflictError (not failed over, another failover running, or the locations did not
     converge within `timeout_s`: then nothing was switched, and the record says failed)."""
     if policy not in POLICIES:
         raise InvalidInput("policy", f"must be one of {', '.join(POLICIES)}, not {policy!r}")
     timeout_s = _timeout("timeout_s", timeout_s)
-    row, m = _load(service, name)
+    row, m = load_mirror(service, name)
     if not row.active or row.active == m.source:
         raise ConflictError(f"mirror {name!r} is not failed over (it is active at its source {m.source})")
     store = Failovers(service.ledger)
@@ -283,11 +275,4 @@ def failover_objects(ledger, failover_id: int, *, kind: str | None = None, after
     return page_of(Failovers(ledger).objects(failover_id, kind=kind, after=after, limit=limit), limit)
 
 
-def summary(record: dict[str, Any]) -> str:
-    """One line for reports and the CLI."""
-    if record["status"] != "completed":
-        return f"{record['status']}: {record.get('error') or ''}".strip().rstrip(":")
-    if record["kind"] == "failback":
-        return (f"completed: {record['conflicts']} conflict(s) ({record['policy']}), {record['restored']} restored, "
-                f"{record['copied']} copied, {record['deleted']} deleted")
-    return f"completed: {record['at_risk_objects']} object(s) at risk ({record['at_risk_bytes']} bytes)"
+summary = failover_summary  # one line for the CLI and the audit log

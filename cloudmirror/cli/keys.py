@@ -13,8 +13,13 @@ import typer
 from rich import box
 from rich.table import Table
 
-from cloudmirror.cli_common import DEFAULT_CONFIG, ConfigOpt, console, err
-from cloudmirror.cli_common import fail as _fail
+from cloudmirror.cli.common import DEFAULT_CONFIG, ConfigOpt, console, err, open_ledger
+from cloudmirror.cli.common import fail as _fail
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(keys_app, name="keys")
+
 
 keys_app = typer.Typer(help="API keys of the REST API (bearer tokens with a role: viewer, operator, admin).",
                        no_args_is_help=True)
@@ -35,19 +40,8 @@ def _ledger_url(config: Path, ledger: str | None) -> str:
 
 def _run(url: str, fn):
     """Call fn(ledger); ledger trouble and bad requests become one-line errors."""
-    from cloudmirror.errors import RequestError
-    from cloudmirror.ledger.db import describe, redact
-    from cloudmirror.ledger.repo import Ledger
-
-    ledger = Ledger(url, pool_size=0)
-    try:
+    with open_ledger(url) as ledger:
         return fn(ledger)
-    except RequestError as e:
-        raise _fail(e.message) from None
-    except Exception as e:  # noqa: BLE001 - unreachable, or no schema yet: one line saying which
-        raise _fail(f"cannot use the ledger {redact(url)}: {describe(e)}") from None
-    finally:
-        ledger.close()
 
 
 def _who() -> str:
@@ -59,8 +53,8 @@ def _who() -> str:
 
 def _audited(ledger, action: str, target: str, fn):
     """Run fn() and write the audit entry (actor `cli`) whatever its outcome."""
-    from cloudmirror import access
     from cloudmirror.errors import ConflictError, NotFoundError, RequestError
+    from cloudmirror.services import access
 
     try:
         result, status, detail = fn()
@@ -82,7 +76,7 @@ def create(name: Annotated[str, typer.Option("--name", help="What the key is for
            config: ConfigOpt = DEFAULT_CONFIG, ledger: LedgerOpt = None,
            as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Create a key and print its token. The token is shown once: only its SHA-256 is kept."""
-    from cloudmirror import access
+    from cloudmirror.services import access
 
     def make(led):
         def call():
@@ -104,7 +98,7 @@ def list_(config: ConfigOpt = DEFAULT_CONFIG, ledger: LedgerOpt = None,
           all_: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False,
           as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """The keys: id, name, role, token prefix, created, last used (never the tokens)."""
-    from cloudmirror import access
+    from cloudmirror.services import access
 
     def fetch(led):
         out, after = [], None
@@ -132,7 +126,7 @@ def list_(config: ConfigOpt = DEFAULT_CONFIG, ledger: LedgerOpt = None,
 def revoke(key_id: Annotated[int, typer.Argument(help="The key's id (see `keys list`).", min=1)],
            config: ConfigOpt = DEFAULT_CONFIG, ledger: LedgerOpt = None) -> None:
     """Revoke a key: it stops working at once. Idempotent."""
-    from cloudmirror import access
+    from cloudmirror.services import access
 
     def revoke_(led):
         def call():

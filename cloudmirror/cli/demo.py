@@ -25,13 +25,16 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cloudmirror.cli.status import status_table
 from cloudmirror.config import validate_config
-from cloudmirror.events.sqs import create_queue, notify_bucket_to_queue
+from cloudmirror.local.provision import create_s3_bucket as create_bucket
+from cloudmirror.local.provision import create_sqs_queue as create_queue
+from cloudmirror.local.provision import notify_bucket_to_queue
 from cloudmirror.location import parse_location
-from cloudmirror.service import Service, status, upgrade_db
+from cloudmirror.services.runtime import Service, upgrade_db
+from cloudmirror.services.status import status
 from cloudmirror.stores import open_store
 from cloudmirror.stores.base import ListOptions, PutOptions
-from cloudmirror.stores.s3 import create_bucket
 
 SOURCE, TARGET = "cloudmirror-demo-use1", "cloudmirror-demo-euw1"
 KEYS = ["reports/q3 summary.pdf", "a+b=c.txt", "100% done.txt", "ünïcødé/日本語.txt", "photos/2026/11/cat.jpg"]
@@ -60,8 +63,8 @@ def _setup(state: dict, workdir: Path) -> tuple[dict, list[tuple[str, str]]]:
     """Create the buckets, containers and feeds; returns (config, [(source, target) to check])."""
     from cloudmirror.local.cloud import azure_env_var
     from cloudmirror.local.gcp import ensure_subscription
-    from cloudmirror.stores.azure import create_container
-    from cloudmirror.stores.gcs import create_bucket as create_gcs_bucket
+    from cloudmirror.local.provision import create_azure_container as create_container
+    from cloudmirror.local.provision import create_gcs_bucket
 
     endpoint = state["endpoint"]
     create_bucket(endpoint, "us-east-1", SOURCE, versioned=False)
@@ -140,8 +143,6 @@ async def _demo(console: Console, state: dict, workdir: Path) -> bool:
                     console.print("[red]the targets did not converge within 180 s[/red]")
                     return False
                 await asyncio.sleep(0.2)
-        from cloudmirror.cli import status_table
-
         console.print(status_table(status(cfg, svc.ledger)))
         for (a, b), (w, _) in zip(pairs, listings, strict=True):
             console.print(f"[green]{parse_location(b).display} holds exactly the {len(w)} objects of "

@@ -19,9 +19,9 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from cloudmirror.cli_common import DEFAULT_CONFIG, ConfigOpt
-from cloudmirror.cli_common import config_or_exit as _config
-from cloudmirror.cli_common import fail as _fail
+from cloudmirror.cli.common import DEFAULT_CONFIG, ConfigOpt, open_ledger
+from cloudmirror.cli.common import config_or_exit as _config
+from cloudmirror.cli.common import fail as _fail
 
 
 class _DefaultToCreate(TyperGroup):
@@ -58,10 +58,8 @@ def create(mirror: Annotated[str | None, typer.Argument(help="The mirror to repo
     It states the period, scope and objective, the % of versions replicated within it, the
     worst RPO, every breach with the objects affected, failovers and drills, and (PDF) a
     chart of RPO over time."""
-    from cloudmirror.ledger.db import LedgerError, describe, redact
-    from cloudmirror.ledger.repo import Ledger
-    from cloudmirror.reports import FORMATS, ReportError, ReportKeyError
-    from cloudmirror.rpo_service import build_report, parse_when
+    from cloudmirror.reports import FORMATS
+    from cloudmirror.services.rpo import build_report, parse_when
 
     if fmt is None:
         suffix = output.suffix.lower().lstrip(".") if output else ""
@@ -77,21 +75,8 @@ def create(mirror: Annotated[str | None, typer.Argument(help="The mirror to repo
     except ValueError as e:
         raise _fail(str(e)) from None
     cfg = _config(config)
-    ledger = Ledger(cfg.ledger, pool_size=0)
-    try:
+    with open_ledger(cfg.ledger) as ledger:
         blob = build_report(cfg, ledger, mirror=mirror, group=group, since=t0, until=t1, fmt=fmt, now=now)
-    except ReportError as e:
-        raise _fail(str(e)) from None
-    except KeyError as e:
-        raise _fail(f"unknown {'group' if group else 'mirror'}: {e.args[0]}") from None
-    except ReportKeyError as e:
-        raise _fail(str(e)) from None
-    except LedgerError as e:
-        raise _fail(str(e)) from None
-    except Exception as e:  # noqa: BLE001 - unreachable ledger or no schema: one line saying which
-        raise _fail(f"cannot read the ledger {redact(cfg.ledger)}: {describe(e)}") from None
-    finally:
-        ledger.close()
     if output is None:
         sys.stdout.buffer.write(blob)
         sys.stdout.flush()
@@ -109,7 +94,7 @@ def verify(file: Annotated[Path, typer.Argument(help="A report written by `cloud
     """Check a report's digest and signature (exit 0 valid, 1 invalid).
 
     The server's report key is used (never created here); the reason is printed in one line."""
-    from cloudmirror.rpo_service import verify_report
+    from cloudmirror.services.rpo import verify_report
 
     try:
         blob = file.read_bytes()

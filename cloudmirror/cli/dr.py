@@ -1,5 +1,5 @@
-"""`cloudmirror failover|failback|drill`: thin commands over cloudmirror.failover and
-cloudmirror.drills (the same functions the REST API calls).
+"""`cloudmirror failover|failback|drill`: thin commands over cloudmirror.dr.failover and
+cloudmirror.dr.drills (the same functions the REST API calls).
 
     cloudmirror failover MIRROR --to TARGET [--force] [--drain-timeout 5m] [--fence] [--poll 60s]
     cloudmirror failback MIRROR [--policy newest_wins|primary_wins|keep_both] [--timeout 10m]
@@ -20,9 +20,9 @@ from typing import Annotated, Any
 
 import typer
 
-from cloudmirror.cli_common import DEFAULT_CONFIG, ConfigOpt
-from cloudmirror.cli_common import config_or_exit as _config
-from cloudmirror.cli_common import fail as _fail
+from cloudmirror.cli.common import DEFAULT_CONFIG, ConfigOpt, exit_on_errors, open_ledger
+from cloudmirror.cli.common import config_or_exit as _config
+from cloudmirror.cli.common import fail as _fail
 from cloudmirror.config import Config, parse_duration
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the record as JSON.")]
@@ -49,10 +49,8 @@ def _when(t: float | None) -> str:
 def _run(config: Config, call: Callable[[Any], Awaitable[dict]]) -> dict:
     """Seed the ledger's mirrors from the file (as a service start does), run `call(service)`,
     and turn request errors into one-line exits (2: bad input or unknown; 1: refused)."""
-    from cloudmirror import mirrors
-    from cloudmirror.errors import ConflictError, RequestError
-    from cloudmirror.service import Service
-    from cloudmirror.stores.base import StoreError
+    from cloudmirror.services import mirrors
+    from cloudmirror.services.runtime import Service
 
     async def main() -> dict:
         svc = Service(config)
@@ -62,14 +60,8 @@ def _run(config: Config, call: Callable[[Any], Awaitable[dict]]) -> dict:
         finally:
             await svc.close()
 
-    try:
+    with exit_on_errors(conflict_code=1):
         return asyncio.run(main())
-    except ConflictError as e:
-        raise _fail(e.message, 1) from None
-    except RequestError as e:
-        raise _fail(e.message) from None
-    except StoreError as e:
-        raise _fail(f"{type(e).__name__}: {e}", 1) from None
 
 
 def _print(rec: dict, as_json: bool, lines: list[str]) -> None:
@@ -89,7 +81,7 @@ def failover_cmd(mirror: Annotated[str, typer.Argument(help="The mirror to fail 
                  as_json: JsonOpt = False, config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """Make a target the mirror's primary. Planned (default): drain the backlog first, then
     switch with nothing at risk (RPO 0), or abort and change nothing. --force: switch now."""
-    from cloudmirror import failover
+    from cloudmirror.dr import failover
 
     cfg = _config(config)
     timeout = _seconds("--drain-timeout", drain_timeout)
@@ -116,14 +108,10 @@ def failover_cmd(mirror: Annotated[str, typer.Argument(help="The mirror to fail 
 
 def _objects(cfg: Config, failover_id: int, kind: str) -> list[dict]:
     """The first 20 objects of a kind on a record."""
-    from cloudmirror import failover
-    from cloudmirror.ledger.repo import Ledger
+    from cloudmirror.dr import failover
 
-    ledger = Ledger(cfg.ledger, pool_size=0)
-    try:
+    with open_ledger(cfg.ledger) as ledger:
         return failover.failover_objects(ledger, failover_id, kind=kind, limit=20).items
-    finally:
-        ledger.close()
 
 
 def failback_cmd(mirror: Annotated[str, typer.Argument(help="The failed-over mirror.")],
@@ -132,7 +120,7 @@ def failback_cmd(mirror: Annotated[str, typer.Argument(help="The failed-over mir
                  as_json: JsonOpt = False, config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """Reconcile the current primary with the old one (conflicts settled by --policy, the old
     primary's unreplicated writes restored), then switch back to the mirror's source."""
-    from cloudmirror import failover
+    from cloudmirror.dr import failover
 
     cfg = _config(config)
     seconds = _seconds("--timeout", timeout)
@@ -152,7 +140,7 @@ def drill_cmd(mirror: Annotated[str, typer.Argument(help="The mirror to rehearse
     """Rehearse a failover without making one: a reconcile dry run and checksums on a sample
     per target, the RPO and RTO a failover would have now. Changes nothing; the drill is
     recorded and appears in the RPO reports. Exits 1 unless it passed."""
-    from cloudmirror import drills
+    from cloudmirror.dr import drills
 
     cfg = _config(config)
     rec = _run(cfg, lambda svc: drills.drill(svc, mirror, sample=sample, requested_by="cli"))

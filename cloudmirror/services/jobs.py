@@ -23,14 +23,14 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
-from cloudmirror.errors import ConflictError, InvalidInput, NotFoundError
+from cloudmirror.errors import ConflictError, NotFoundError
 from cloudmirror.ledger.jobs import JobLedger
 from cloudmirror.ledger.repo import Ledger
 from cloudmirror.paging import DEFAULT_LIMIT, Page, page_of
 from cloudmirror.replication.reconcile import Progress
-from cloudmirror.service import Service
+from cloudmirror.services.runtime import Service
 
-log = logging.getLogger("cloudmirror.jobs")
+log = logging.getLogger("cloudmirror.services.jobs")
 
 RECONCILE = "reconcile"
 PROGRESS_EVERY_S = 2.0
@@ -107,16 +107,9 @@ class JobRunner:
         """Queue a reconcile of one target or all targets of a mirror; returns the job.
         Raises NotFoundError (unknown mirror), InvalidInput (not a target of the mirror),
         ConflictError (a reconcile that changes the ledger already covers that target)."""
-        try:
-            m = self.service.config.mirror(mirror)
-        except KeyError:
-            raise NotFoundError(f"no mirror named {mirror!r}") from None
+        m = self.service.config.mirror(mirror)
         if target is not None:
-            try:
-                m.target(target)
-            except KeyError:
-                raise InvalidInput("target", f"{target!r} is not a target of mirror {mirror!r} (its targets: "
-                                             f"{', '.join(t.name for t in m.targets)})") from None
+            m.target(target)
         targets = [target] if target is not None else [t.name for t in m.targets]
         params = dict(dry_run=dry_run, checksum=checksum, targets=targets)
         async with self._admit:  # check and create as one step within this process

@@ -33,11 +33,8 @@ def key_history(config: Config, ledger: Ledger, mirror: str, key: str, *, after:
                 limit: int = DEFAULT_LIMIT) -> Page[dict]:
     """Every version of `key` (relative to the mirror's source prefix) that the ledger saw,
     oldest first, each with its replication on every target. Raises NotFoundError for an
-    unknown mirror, or a key the ledger never saw."""
-    try:
-        config.mirror(mirror)
-    except KeyError:
-        raise NotFoundError(f"no mirror named {mirror!r}") from None
+    unknown mirror (MirrorNotFound), or a key the ledger never saw."""
+    config.mirror(mirror)
     page = page_of(FailureLedger(ledger).key_history(mirror, key, after=after, limit=limit), limit)
     if not page.items and after is None:
         raise NotFoundError(f"mirror {mirror!r} has never seen a version of key {key!r}")

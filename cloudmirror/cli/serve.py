@@ -1,0 +1,106 @@
+"""`cloudmirror run | worker | api`: the composition root. It builds the service (intake,
+workers, reconcile loops) and, for the API role, binds the socket first and serves the
+FastAPI app beside the service, sharing its stores and ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from cloudmirror.cli.common import DEFAULT_CONFIG, ConfigOpt, config_or_exit, exit_on_errors, fail
+from cloudmirror.config import Config
+
+if TYPE_CHECKING:
+    from cloudmirror.services.runtime import Service
+
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(run)
+    app.command()(worker)
+    app.command()(api)
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format='{"t":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":%(message)r}')
+
+
+def bind_api(listen: str) -> socket.socket:
+    """Bind the API's listening socket before anything else starts; exits 2 when it cannot."""
+    host, _, port = listen.rpartition(":")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), int(port)))
+    except OSError as e:
+        sock.close()
+        raise fail(f"cannot listen on {listen} (api.listen): {e.strerror}") from None
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def api_beside(sock: socket.socket):
+    """The REST API as a task beside the service: the app reuses the service's stores and
+    ledger and wakes its workers; it stops when the service does."""
+
+    async def serve(svc: Service, stop: asyncio.Event) -> None:
+        import uvicorn
+
+        from api.app import create_app
+
+        app = create_app(svc.base_config, svc.ledger, service=svc)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        server.install_signal_handlers = lambda: None  # the service owns signals
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        await stop.wait()
+        server.should_exit = True
+        await serving
+
+    return serve
+
+
+def serve(config: Config, *, intake: bool, workers: bool, api: bool) -> None:
+    """Run the chosen roles in this process until SIGTERM/SIGINT (in-flight copies drain)."""
+    from cloudmirror.services.runtime import Service, upgrade_db
+
+    sock = bind_api(config.api.listen) if api else None
+
+    async def main() -> None:
+        svc = Service(config)
+        svc.install_signal_handlers()
+        try:
+            await svc.run(intake=intake, workers=workers, beside=api_beside(sock) if sock else None)
+        finally:
+            await svc.close()
+
+    with exit_on_errors():
+        upgrade_db(config)
+        asyncio.run(main())
+
+
+def run(config: ConfigOpt = DEFAULT_CONFIG, no_api: Annotated[bool, typer.Option(help="Do not serve the REST API.")] = False,
+        verbose: VerboseOpt = False) -> None:
+    """Intake + workers + API in one process (SIGTERM drains in-flight copies, then exits)."""
+    _logging(verbose)
+    serve(config_or_exit(config), intake=True, workers=True, api=not no_api)
+
+
+def worker(config: ConfigOpt = DEFAULT_CONFIG, no_intake: Annotated[bool, typer.Option(help="Only copy; do not read event feeds.")] = False,
+           verbose: VerboseOpt = False) -> None:
+    """Intake and workers without the API; start several on PostgreSQL to share the work."""
+    _logging(verbose)
+    serve(config_or_exit(config), intake=not no_intake, workers=True, api=False)
+
+
+def api(config: ConfigOpt = DEFAULT_CONFIG, verbose: VerboseOpt = False) -> None:
+    """Serve only the REST API."""
+    _logging(verbose)
+    serve(config_or_exit(config), intake=False, workers=False, api=True)
