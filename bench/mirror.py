@@ -87,6 +87,22 @@ class Ledger:
             self._conn = None
 
 
+def viewer_key(config_path: Path) -> str:
+    """Create the ledger of a config and a viewer API key in it (for /metrics); returns the token."""
+    from cloudmirror.config import load_config
+    from cloudmirror.ledger.db import upgrade
+    from cloudmirror.ledger.repo import Ledger as LedgerDB
+    from cloudmirror.services import access
+
+    url = load_config(config_path).ledger
+    upgrade(url)
+    ledger = LedgerDB(url, pool_size=0)
+    try:
+        return access.create_key(ledger, "bench", "viewer")[0]
+    finally:
+        ledger.close()
+
+
 class CloudmirrorProcess:
     """`cloudmirror run -c CFG` as a child, with its API on a free port."""
 
@@ -101,6 +117,7 @@ class CloudmirrorProcess:
         self.config = write_config(self.config_path, ledger=self.ledger.path, port=self.port, source=source,
                                    target=target, queue_url=queue_url)
         self.env = env
+        self.token = viewer_key(self.config_path)
         if before_start:
             before_start(self)
         argv = [cloudmirror_bin(), "run", "-c", str(self.config_path)]
@@ -128,7 +145,7 @@ class CloudmirrorProcess:
                     alive=[self.child])
 
     def metrics(self) -> str:
-        text = http_get(f"http://127.0.0.1:{self.port}/metrics", timeout=10)
+        text = http_get(f"http://127.0.0.1:{self.port}/metrics", timeout=10, token=self.token)
         if text is None:
             raise BenchError("could not scrape cloudmirror /metrics")
         return text

@@ -45,9 +45,11 @@ def poll(check: Callable[[], object], *, timeout: float, interval: float = 0.05,
         time.sleep(interval)
 
 
-def http_get(url: str, timeout: float = 5.0) -> str | None:
+def http_get(url: str, timeout: float = 5.0, token: str | None = None) -> str | None:
+    """The body of a GET (with `token` as a bearer API key), or None when it fails."""
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - local URL
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.read().decode()
     except (urllib.error.URLError, OSError, ValueError):
         return None
