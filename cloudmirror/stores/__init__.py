@@ -11,7 +11,7 @@ import importlib
 from cloudmirror.location import Location
 from cloudmirror.stores.base import Store
 
-# scheme -> (module, class, pip extra that provides the SDK)
+# scheme -> (module or provider sub-package, class, pip extra that provides the SDK)
 _REGISTRY: dict[str, tuple[str, str, str | None]] = {
     "s3": ("cloudmirror.stores.s3", "S3Store", None),
     "gs": ("cloudmirror.stores.gcs", "GCSStore", "gcs"),

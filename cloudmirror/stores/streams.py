@@ -1,6 +1,7 @@
-"""Provider-neutral helpers for streamed transfers: hashing off the event loop, re-cutting
-a stream into fixed-size parts, and a bounded concurrent map (invariant 7: at most `limit`
-part buffers alive at once)."""
+"""Provider-neutral helpers for streamed transfers: hashing off the event loop, reading the
+head of a stream (to choose a single or a multipart write), re-cutting a stream into
+fixed-size parts, and a bounded concurrent map (invariant 7: at most `limit` part buffers
+alive at once)."""
 
 from __future__ import annotations
 
@@ -27,32 +28,62 @@ async def md5_update(h: Any, data: bytes) -> None:
         h.update(data)
 
 
-async def rechunk(head: bytes, rest: AsyncIterator[bytes] | None, size: int) -> AsyncIterator[bytes]:
-    """Re-cut `head` followed by the chunks of `rest` into pieces of exactly `size` bytes
-    (the last one may be shorter). Holds at most one piece plus one incoming chunk."""
-    offset = 0
-    while len(head) - offset >= size:  # a big `head` (a bytes body) is cut without copying it whole
-        yield head[offset:offset + size]
-        offset += size
-    buf = bytearray(head[offset:])
-    del head
-    while True:
-        while len(buf) >= size:
-            with memoryview(buf) as mv:
-                piece = bytes(mv[:size])
-            del buf[:size]
-            yield piece
-            del piece
-        if rest is None:
-            break
+async def read_up_to(it: AsyncIterator[bytes], n: int) -> tuple[list[bytes], int, bool]:
+    """Read chunks from `it` until at least n bytes or the end; returns (the chunks, their
+    size, ended). Empty chunks are dropped and a chunk that is not `bytes` is copied (a
+    producer may reuse the buffer it yielded). Raises what `it` raises."""
+    chunks: list[bytes] = []
+    got = 0
+    while got < n:
         try:
-            chunk = await anext(rest)
+            chunk = await anext(it)
         except StopAsyncIteration:
-            break
-        buf += chunk
+            return chunks, got, True
+        if chunk:
+            chunks.append(chunk if isinstance(chunk, bytes) else bytes(chunk))
+            got += len(chunk)
+    return chunks, got, False
+
+
+async def rechunk(first: list[bytes], rest: AsyncIterator[bytes] | None, size: int) -> AsyncIterator[bytes]:
+    """Cut the chunks of `first` (popped as they are used, so the caller keeps no
+    reference) and then of `rest` into pieces of exactly `size` bytes (the last may be
+    shorter). Holds at most one piece's worth of incoming chunks plus the piece joined
+    from them; a chunk that is exactly one piece is passed on without a copy."""
+    parts: list[memoryview] = []
+    have = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        while first:
+            yield first.pop(0)
+        if rest is not None:
+            async for c in rest:
+                yield c
+
+    async for chunk in chunks():
+        # a producer may reuse a bytearray it yielded: keep views of immutable bytes only
+        view = memoryview(chunk if isinstance(chunk, bytes) else bytes(chunk))
         del chunk
-    if buf:
-        yield bytes(buf)
+        while len(view):
+            n = min(size - have, len(view))
+            parts.append(view[:n])
+            view = view[n:]
+            have += n
+            if have == size:
+                piece = _join(parts)
+                parts.clear()
+                have = 0
+                yield piece
+                del piece
+        del view
+    if have:
+        yield _join(parts)
+
+
+def _join(parts: list[memoryview]) -> bytes:
+    if len(parts) == 1 and isinstance(parts[0].obj, bytes) and parts[0].nbytes == len(parts[0].obj):
+        return parts[0].obj  # one whole chunk
+    return b"".join(parts)
 
 
 async def bounded_map(items: AsyncIterator[T], fn: Callable[[int, T], Awaitable[R]], limit: int) -> list[R]:

@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from cloudmirror.stores.base import ChecksumMismatch, FatalError, PutOptions, PutResult, verify_written
-from cloudmirror.stores.s3_errors import translate
-from cloudmirror.stores.streams import bounded_map, md5_digest, md5_update, rechunk  # noqa: F401 (re-exported)
+from cloudmirror.stores.s3.errors import translate
+from cloudmirror.stores.streams import bounded_map, md5_digest, md5_update, rechunk
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,11 @@ def multipart_etag(digests: list[bytes]) -> str:
     return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
 
 
-async def multipart_upload(client: Any, bucket: str, key: str, head: bytes, rest: AsyncIterator[bytes] | None,
+async def multipart_upload(client: Any, bucket: str, key: str, first: list[bytes], rest: AsyncIterator[bytes] | None,
                            opts: PutOptions, create_params: dict[str, Any]) -> PutResult:
-    """Upload `head` + `rest` as a multipart upload. Raises ChecksumMismatch (upload
-    aborted, nothing written) when opts.md5 / opts.size do not match the bytes read."""
+    """Upload the chunks of `first` (consumed) followed by `rest` as a multipart upload.
+    Raises ChecksumMismatch (upload aborted, nothing written) when opts.md5 / opts.size do
+    not match the bytes read."""
     part_size = effective_part_size(opts.part_size, opts.size)
     kms = opts.sse == "aws:kms"
     with translate(bucket, key):
@@ -67,7 +68,7 @@ async def multipart_upload(client: Any, bucket: str, key: str, head: bytes, rest
     async def parts() -> AsyncIterator[bytes]:
         nonlocal total
         count = 0
-        async for piece in rechunk(head, rest, part_size):
+        async for piece in rechunk(first, rest, part_size):
             count += 1
             if count > MAX_PARTS:
                 raise FatalError(f"s3://{bucket}/{key}: TooManyParts: more than {MAX_PARTS} parts of {part_size} bytes")
@@ -104,8 +105,6 @@ async def multipart_upload(client: Any, bucket: str, key: str, head: bytes, rest
         raise ChecksumMismatch(f"s3://{bucket}/{key}: multipart etag {etag} != expected {expected}")
     return PutResult(etag=etag, version_id=None if r.get("VersionId") in (None, "", "null") else r["VersionId"],
                      size=total, md5=md5)
-
-
 
 
 async def multipart_copy(client: Any, bucket: str, key: str, copy_source: dict[str, str], size: int,

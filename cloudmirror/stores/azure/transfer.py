@@ -23,10 +23,10 @@ from typing import Any
 
 from azure.core import MatchConditions
 
-from cloudmirror.stores.azure_errors import translate
-from cloudmirror.stores.azure_mapping import WriteParams, meta_from_props, strip_etag
+from cloudmirror.stores.azure.errors import translate
+from cloudmirror.stores.azure.mapping import WriteParams, meta_from_props, strip_etag
 from cloudmirror.stores.base import FatalError, GetResult, PutOptions, PutResult, StoreError, verify_written
-from cloudmirror.stores.streams import bounded_map, md5_digest, md5_update
+from cloudmirror.stores.streams import bounded_map, md5_digest, md5_update, rechunk
 
 MIN_GET = 1024 * 1024
 MAX_BLOCKS = 50_000
@@ -146,7 +146,7 @@ async def put_staged(t: Target, first: list[bytes], rest: AsyncIterator[bytes] |
     async def blocks() -> AsyncIterator[bytes]:
         nonlocal total
         count = 0
-        async for block in fill_blocks(first, rest, size):
+        async for block in rechunk(first, rest, size):
             count += 1
             if count > MAX_BLOCKS:
                 raise FatalError(f"{t.where}: TooManyBlocks: more than {MAX_BLOCKS} blocks of {size} bytes "
@@ -211,59 +211,3 @@ class BlockBody:
     async def _pieces(self) -> AsyncIterator[bytes]:
         while piece := self.read(self.PIECE):
             yield piece
-
-
-async def fill_blocks(first: list[bytes], rest: AsyncIterator[bytes] | None, size: int) -> AsyncIterator[bytes]:
-    """Cut the chunks of `first` (popped as they are used, so the caller keeps no
-    reference) and then of `rest` into blocks of exactly `size` bytes (the last may be
-    shorter). Holds at most one block's worth of incoming chunks plus the block joined
-    from them; a chunk that is exactly one block is passed on without a copy."""
-    parts: list[memoryview] = []
-    have = 0
-
-    async def chunks() -> AsyncIterator[bytes]:
-        while first:
-            yield first.pop(0)
-        if rest is not None:
-            async for c in rest:
-                yield c
-
-    async for chunk in chunks():
-        # a producer may reuse a bytearray it yielded: keep views of immutable bytes only
-        view = memoryview(chunk if isinstance(chunk, bytes) else bytes(chunk))
-        del chunk
-        while len(view):
-            n = min(size - have, len(view))
-            parts.append(view[:n])
-            view = view[n:]
-            have += n
-            if have == size:
-                block = _join(parts)
-                parts.clear()
-                have = 0
-                yield block
-                del block
-        del view
-    if have:
-        yield _join(parts)
-
-
-def _join(parts: list[memoryview]) -> bytes:
-    if len(parts) == 1 and isinstance(parts[0].obj, bytes) and parts[0].nbytes == len(parts[0].obj):
-        return parts[0].obj  # one whole chunk
-    return b"".join(parts)
-
-
-async def read_up_to(it: AsyncIterator[bytes], n: int) -> tuple[list[bytes], int, bool]:
-    """Read chunks until at least n bytes or the end; returns (chunks, their size, ended)."""
-    chunks: list[bytes] = []
-    got = 0
-    while got < n:
-        try:
-            chunk = await anext(it)
-        except StopAsyncIteration:
-            return chunks, got, True
-        if chunk:
-            chunks.append(chunk if isinstance(chunk, bytes) else bytes(chunk))  # producers may reuse buffers
-            got += len(chunk)
-    return chunks, got, False

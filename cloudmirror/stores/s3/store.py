@@ -5,7 +5,9 @@ One aioboto3 session per store (the location's `profile`, else the default chain
 clients are created lazily per (region, endpoint), cached, and closed by `close()`.
 Every HTTP request sent (retries included) increments
 `cloudmirror_storage_requests_total{provider="s3", operation=...}`.
-Errors are classified by `s3_errors.classify_error`.
+Errors are classified by `errors.classify_error`. Server-side copy and the fence are
+collaborators the store holds and delegates to: an S3Copier (see copy) and an S3Fencer
+(see fence).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from datetime import datetime
 from typing import Any
 
@@ -22,8 +24,8 @@ from botocore.utils import parse_timestamp
 
 from cloudmirror.location import Location
 from cloudmirror.stores.base import (
-    verify_written,
     ChecksumMismatch,
+    CopyOptions,
     DeleteOptions,
     GetOptions,
     GetResult,
@@ -32,22 +34,25 @@ from cloudmirror.stores.base import (
     ObjectMeta,
     PutOptions,
     PutResult,
+    verify_written,
 )
-from cloudmirror.stores.s3_common import (
+from cloudmirror.stores.s3.common import (
     client_config,
     count_request,
     etag_of,
+    get_tags,
     listed_meta,
     meta_from_response,
     write_params,
     written_version,
 )
-from cloudmirror.stores.s3_copy import S3CopyMixin
-from cloudmirror.stores.s3_errors import classify_error, translate
-from cloudmirror.stores.s3_fence import S3FenceMixin
-from cloudmirror.stores.s3_transfer import effective_part_size, is_plain_md5, md5_digest, multipart_upload
+from cloudmirror.stores.s3.copy import S3Copier
+from cloudmirror.stores.s3.errors import translate
+from cloudmirror.stores.s3.fence import S3Fencer
+from cloudmirror.stores.s3.transfer import effective_part_size, is_plain_md5, multipart_upload
+from cloudmirror.stores.streams import md5_digest, read_up_to
 
-__all__ = ["S3Store", "classify_error", "create_bucket", "client_config"]
+__all__ = ["S3Store"]
 
 
 _SESSIONS: dict[str | None, aioboto3.Session] = {}
@@ -76,8 +81,9 @@ def _fast_timestamp(value):
     return parse_timestamp(value)
 
 
-class S3Store(S3CopyMixin, S3FenceMixin):
-    """Store + ServerSideCopier (see s3_copy) + Fencer (see s3_fence) for s3:// locations.
+class S3Store:
+    """Store + ServerSideCopier (delegated to `copier`, an S3Copier) + Fencer (delegated to
+    `fencer`, an S3Fencer) for s3:// locations.
 
     `copy_multipart_threshold`: copies larger than this use UploadPartCopy (5 GiB, the
     CopyObject limit; tests lower it)."""
@@ -89,6 +95,8 @@ class S3Store(S3CopyMixin, S3FenceMixin):
         self._stack = AsyncExitStack()
         self._clients: dict[tuple[str | None, str | None], Any] = {}
         self._lock: asyncio.Lock | None = None
+        self.copier = S3Copier(location, self.client)
+        self.fencer = S3Fencer(location, self.client, self.sts_client)
 
     # ------------------------------------------------------------ clients
     async def client(self, location: Location | None = None) -> Any:
@@ -111,6 +119,14 @@ class S3Store(S3CopyMixin, S3FenceMixin):
                 self._clients[cache_key] = c
         return c
 
+    def sts_client(self) -> AbstractAsyncContextManager[Any]:
+        """A new STS client (for `async with`) on this store's session and endpoint. The
+        session exists once client() has been awaited."""
+        endpoint = self.location.endpoint
+        assert self._session is not None, "await client() first"
+        return self._session.client("sts", region_name=self.location.region, endpoint_url=endpoint,
+                                    config=client_config(endpoint))
+
     async def warm(self) -> None:
         """Create the client now (botocore loads its models: ~0.3 s of CPU) instead of inside
         the first copy. Raises the StoreError a bad profile gives."""
@@ -121,6 +137,34 @@ class S3Store(S3CopyMixin, S3FenceMixin):
         self._clients.clear()
         stack, self._stack = self._stack, AsyncExitStack()
         await stack.aclose()
+
+    # ------------------------------------------------------------ capabilities (delegated)
+    @property
+    def copy_multipart_threshold(self) -> int:
+        return self.copier.multipart_threshold
+
+    @copy_multipart_threshold.setter
+    def copy_multipart_threshold(self, value: int) -> None:
+        self.copier.multipart_threshold = value
+
+    def can_copy_from(self, source: Location) -> bool:
+        """Same S3 service (endpoint) and the same credentials (profile)."""
+        return self.copier.can_copy_from(source)
+
+    async def copy(self, source: Location, source_key: str, key: str, opts: CopyOptions) -> PutResult:
+        """Server-side copy of source/source_key to key (see S3Copier.copy). Raises
+        PreconditionFailed, NotFound, ChecksumMismatch, ..."""
+        return await self.copier.copy(source, source_key, key, opts)
+
+    async def fence(self, reason: str) -> str:
+        """Deny object writes and deletes here to all but cloudmirror (see S3Fencer.fence).
+        Idempotent. Raises FatalError, AccessDenied, BucketNotFound, RetryableError."""
+        return await self.fencer.fence(reason)
+
+    async def unfence(self) -> bool:
+        """Remove the fence (see S3Fencer.unfence). Idempotent. Raises AccessDenied,
+        BucketNotFound, RetryableError."""
+        return await self.fencer.unfence()
 
     # ------------------------------------------------------------ reads
     async def head(self, key: str, opts: HeadOptions | None = None) -> ObjectMeta:
@@ -135,21 +179,13 @@ class S3Store(S3CopyMixin, S3FenceMixin):
             r = await c.head_object(**params)
         meta = meta_from_response(key, r)
         if opts.include_tags:
-            meta.tags = await self.tags_of(c, self.bucket, key, meta.version_id if opts.version_id else None)
+            meta.tags = await get_tags(c, self.bucket, key, meta.version_id if opts.version_id else None)
             meta.tag_count = len(meta.tags)
         return meta
 
     async def get_tags(self, key: str, version_id: str | None = None) -> dict[str, str]:
         """GetObjectTagging. Raises NotFound."""
-        return await self.tags_of(await self.client(), self.bucket, key, version_id)
-
-    async def tags_of(self, c: Any, bucket: str, key: str, version_id: str | None) -> dict[str, str]:
-        params = {"Bucket": bucket, "Key": key}
-        if version_id:
-            params["VersionId"] = version_id
-        with translate(bucket, key):
-            r = await c.get_object_tagging(**params)
-        return {t["Key"]: t["Value"] for t in r.get("TagSet", [])}
+        return await get_tags(await self.client(), self.bucket, key, version_id)
 
     async def get(self, key: str, opts: GetOptions | None = None) -> GetResult:
         """GetObject, streamed in chunks of opts.chunk_size. Raises NotFound,
@@ -252,16 +288,16 @@ class S3Store(S3CopyMixin, S3FenceMixin):
             data = bytes(body)
             if len(data) <= opts.multipart_threshold:
                 return await self._put_single(c, key, data, opts)
-            return await multipart_upload(c, self.bucket, key, data, None, opts, write_params(opts))
+            return await multipart_upload(c, self.bucket, key, [data], None, opts, write_params(opts))
         it = aiter(body)
         if opts.size is not None and opts.size > opts.multipart_threshold:
-            return await multipart_upload(c, self.bucket, key, b"", it, opts, write_params(opts))
+            return await multipart_upload(c, self.bucket, key, [], it, opts, write_params(opts))
         limit = opts.multipart_threshold
         if opts.size is None:
             limit = min(limit, effective_part_size(opts.part_size, None))
-        head, ended = await _read_up_to(it, limit + 1)
-        if ended and len(head) <= limit:
-            return await self._put_single(c, key, head, opts)
+        head, got, ended = await read_up_to(it, limit + 1)
+        if ended and got <= limit:
+            return await self._put_single(c, key, b"".join(head), opts)
         return await multipart_upload(c, self.bucket, key, head, None if ended else it, opts, write_params(opts))
 
     async def _put_single(self, c: Any, key: str, data: bytes, opts: PutOptions) -> PutResult:
@@ -300,33 +336,3 @@ class S3Store(S3CopyMixin, S3FenceMixin):
         except Exception as e:
             if getattr(e, "code", None) not in ("NoSuchUpload", "404", "NotFound"):
                 raise
-
-
-async def _read_up_to(it: AsyncIterator[bytes], n: int) -> tuple[bytes, bool]:
-    """Read chunks until at least n bytes or the end; returns (bytes, ended)."""
-    buf = bytearray()
-    while len(buf) < n:
-        try:
-            buf += await anext(it)
-        except StopAsyncIteration:
-            return bytes(buf), True
-    return bytes(buf), False
-
-
-# ---------------------------------------------------------------- admin helpers (sync)
-def create_bucket(endpoint: str | None, region: str, bucket: str, versioned: bool = False) -> None:
-    """Create a bucket (in `region`), optionally with versioning. For the local cloud and
-    tests. Idempotent: a bucket we already own is fine. Raises botocore ClientError."""
-    import boto3
-
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name=region, config=client_config(endpoint))
-    kw: dict[str, Any] = {}
-    if region != "us-east-1":
-        kw["CreateBucketConfiguration"] = {"LocationConstraint": region}
-    try:
-        s3.create_bucket(Bucket=bucket, **kw)
-    except s3.exceptions.BucketAlreadyOwnedByYou:
-        pass
-    if versioned:
-        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-

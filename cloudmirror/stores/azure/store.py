@@ -42,18 +42,19 @@ likewise; Azure's own tier names are accepted in any case); anything else raises
 FatalError(code "UnmappableStorageClass"). sse="aws:kms" / kms_key_id raise FatalError
 (Azure always encrypts at rest; "AES256" needs nothing).
 
-TRANSFERS (see azure_transfer): ranged reads pinned to one etag; Put Blob up to the
+TRANSFERS (see transfer): ranged reads pinned to one etag; Put Blob up to the
 threshold, else staged blocks of part_size, at most max_buffers in memory, verified before
 Put Block List commits them. The upload id given to on_upload_started is the block-id
 prefix; abort_upload is a no-op because uncommitted blocks are invisible and the service
 garbage-collects them (after 7 days, or at the next commit to the blob).
 
-COPY: see azure_copy (Copy Blob with a read-only SAS for the source, polled).
+COPY: see copy (Copy Blob with a read-only SAS for the source, polled): an AzureCopier the
+store holds and delegates to.
 
 One BlobServiceClient per (account, endpoint, credential), created lazily; the store's own
 and the copy sources' are closed (with their credentials) by close(). Every HTTP request
 (retries included) counts in cloudmirror_storage_requests_total{provider="azure"}; a
-listing page is operation "list". Errors are classified by azure_errors.classify_error.
+listing page is operation "list". Errors are classified by errors.classify_error.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from cloudmirror.location import Location
-from cloudmirror.stores.azure_auth import (
+from cloudmirror.stores.azure.auth import (
     SINGLE_PUT_MAX,
     Auth,
     auth_cache_key,
@@ -71,11 +72,12 @@ from cloudmirror.stores.azure_auth import (
     make_credential,
     resolve_auth,
 )
-from cloudmirror.stores.azure_copy import AzureCopyMixin
-from cloudmirror.stores.azure_errors import classify_error, translate
-from cloudmirror.stores.azure_mapping import WriteParams, check_tags, meta_from_props
-from cloudmirror.stores.azure_transfer import Target, put_single, put_staged, ranged_get, read_up_to
+from cloudmirror.stores.azure.copy import AzureCopier
+from cloudmirror.stores.azure.errors import translate
+from cloudmirror.stores.azure.mapping import WriteParams, check_tags, meta_from_props
+from cloudmirror.stores.azure.transfer import Target, put_single, put_staged, ranged_get
 from cloudmirror.stores.base import (
+    CopyOptions,
     DeleteOptions,
     GetOptions,
     GetResult,
@@ -86,12 +88,14 @@ from cloudmirror.stores.base import (
     PutOptions,
     PutResult,
 )
+from cloudmirror.stores.streams import read_up_to
 
-__all__ = ["AzureStore", "classify_error", "create_container", "delete_container"]
+__all__ = ["AzureStore"]
 
 
-class AzureStore(AzureCopyMixin):
-    """Store + ServerSideCopier for az:// locations. Safe for concurrent calls."""
+class AzureStore:
+    """Store + ServerSideCopier (delegated to `copier`, an AzureCopier) for az://
+    locations. Safe for concurrent calls."""
 
     def __init__(self, location: Location):
         self.location = location
@@ -99,6 +103,7 @@ class AzureStore(AzureCopyMixin):
         self.container = location.bucket
         self._clients: dict[tuple[Any, ...], tuple[Any, Auth, Any]] = {}  # key -> (client, auth, credential)
         self._lock: asyncio.Lock | None = None
+        self.copier = AzureCopier(location, self.client_for)
 
     # ------------------------------------------------------------ clients
     async def client_for(self, location: Location) -> tuple[Any, Auth]:
@@ -136,6 +141,25 @@ class AzureStore(AzureCopyMixin):
             await client.close()
             if hasattr(credential, "close"):
                 await credential.close()
+
+    # ------------------------------------------------------------ copy (delegated)
+    @property
+    def copy_timeout(self) -> float:
+        """Seconds a copy may stay pending before it is aborted (see AzureCopier)."""
+        return self.copier.copy_timeout
+
+    @copy_timeout.setter
+    def copy_timeout(self, value: float) -> None:
+        self.copier.copy_timeout = value
+
+    def can_copy_from(self, source: Location) -> bool:
+        """An az:// source on the same blob service, any account, whose credentials resolve."""
+        return self.copier.can_copy_from(source)
+
+    async def copy(self, source: Location, source_key: str, key: str, opts: CopyOptions) -> PutResult:
+        """Server-side copy of source/source_key to key (see AzureCopier.copy). Raises
+        NotFound, PreconditionFailed, ChecksumMismatch, FatalError, RetryableError."""
+        return await self.copier.copy(source, source_key, key, opts)
 
     # ------------------------------------------------------------ reads
     async def head(self, key: str, opts: HeadOptions | None = None) -> ObjectMeta:
@@ -203,7 +227,7 @@ class AzureStore(AzureCopyMixin):
     # ------------------------------------------------------------ writes
     async def put(self, key: str, body: bytes | AsyncIterator[bytes], opts: PutOptions | None = None) -> PutResult:
         """Put Blob up to min(opts.multipart_threshold, 256 MiB), else staged blocks (see
-        azure_transfer). A stream of unknown size is peeked up to min(threshold, part_size)
+        transfer). A stream of unknown size is peeked up to min(threshold, part_size)
         bytes to choose. Raises ChecksumMismatch (nothing committed) when opts.md5 /
         opts.size disagree with the bytes; FatalError for unmappable metadata, tags or
         storage class (checked before anything is read or sent)."""
@@ -251,35 +275,3 @@ class AzureStore(AzureCopyMixin):
 def _newest_first(group: list[ObjectMeta]) -> list[ObjectMeta]:
     """Azure lists the versions of a key oldest first; version ids are timestamps."""
     return sorted(group, key=lambda m: (m.is_latest, m.version_id or ""), reverse=True)
-
-
-# ---------------------------------------------------------------- admin helpers (sync)
-def _sync_client(location: Location) -> Any:
-    from azure.storage.blob import BlobServiceClient
-
-    auth = resolve_auth(location)
-    kw = client_kwargs(aio=False)
-    return BlobServiceClient(auth.account_url, credential=make_credential(auth, aio=False), **kw)
-
-
-def create_container(location: Location) -> None:
-    """Create the location's container (for the local cloud and tests). Idempotent.
-    Raises StoreError."""
-    from azure.core.exceptions import ResourceExistsError
-
-    with translate(location.account, location.bucket), _sync_client(location) as client:
-        try:
-            client.create_container(location.bucket)
-        except ResourceExistsError:
-            pass
-
-
-def delete_container(location: Location) -> None:
-    """Delete the location's container and everything in it. Idempotent. Raises StoreError."""
-    from azure.core.exceptions import ResourceNotFoundError
-
-    with translate(location.account, location.bucket), _sync_client(location) as client:
-        try:
-            client.delete_container(location.bucket)
-        except ResourceNotFoundError:
-            pass

@@ -1,5 +1,6 @@
-"""Server-side copy for the S3 store (the ServerSideCopier capability), as a mixin of
-S3Store: CopyObject up to `copy_multipart_threshold`, UploadPartCopy above it.
+"""Server-side copy for the S3 store (the ServerSideCopier capability): an S3Copier that
+S3Store holds and delegates to. CopyObject up to `multipart_threshold`, UploadPartCopy
+above it.
 
 Copies are verified (invariant 6): a single copy of a plain-MD5 source must produce that
 etag; otherwise the copied size is checked with a HEAD. The copy guard (invariant 3) is
@@ -14,20 +15,31 @@ from typing import Any
 
 from cloudmirror.location import Location
 from cloudmirror.stores.base import ChecksumMismatch, CopyOptions, ObjectMeta, PreconditionFailed, PutResult
-from cloudmirror.stores.s3_common import etag_of, meta_from_response, write_params, written_version
-from cloudmirror.stores.s3_errors import translate
-from cloudmirror.stores.s3_transfer import is_plain_md5, multipart_copy
+from cloudmirror.stores.s3.common import (
+    ClientFactory,
+    etag_of,
+    get_tags,
+    meta_from_response,
+    write_params,
+    written_version,
+)
+from cloudmirror.stores.s3.errors import translate
+from cloudmirror.stores.s3.transfer import is_plain_md5, multipart_copy
 
 COPY_MAX_SINGLE = 5 * 1024**3  # CopyObject's limit
 
 
-class S3CopyMixin:
-    """Needs `location`, `bucket`, `client(location)` and `tags_of(...)` from S3Store."""
+class S3Copier:
+    """Copies into `location` with the clients `client` gives (S3Store.client).
 
-    #: copies larger than this use UploadPartCopy (5 GiB, the CopyObject limit; tests lower it)
-    copy_multipart_threshold: int = COPY_MAX_SINGLE
-    location: Location
-    bucket: str
+    `multipart_threshold`: copies larger than this use UploadPartCopy (5 GiB, the CopyObject
+    limit; tests lower it through S3Store.copy_multipart_threshold)."""
+
+    def __init__(self, location: Location, client: ClientFactory, *, multipart_threshold: int = COPY_MAX_SINGLE):
+        self.location = location
+        self.bucket = location.bucket
+        self.client = client
+        self.multipart_threshold = multipart_threshold
 
     def can_copy_from(self, source: Location) -> bool:
         """Same S3 service (endpoint, None == None) and the same credentials (profile)."""
@@ -48,10 +60,10 @@ class S3CopyMixin:
         where = f"s3://{self.bucket}/{key} (copy of s3://{source.bucket}/{source_key})"
         src_meta: ObjectMeta | None = None
         size = opts.size
-        if size is None or size > self.copy_multipart_threshold:
+        if size is None or size > self.multipart_threshold:
             src_meta = await self._head_source(src_client, source.bucket, source_key, opts)
             size = src_meta.size
-        if size > self.copy_multipart_threshold:
+        if size > self.multipart_threshold:
             return await self._copy_multipart(c, src_client, copy_source, key, size, src_meta, opts, where)
         params = write_params(opts)
         params.update(CopySource=copy_source, MetadataDirective="REPLACE",
@@ -87,7 +99,7 @@ class S3CopyMixin:
         if opts.tags is not None:
             tags = opts.tags
         else:
-            tags = await self.tags_of(src_client, copy_source["Bucket"], copy_source["Key"], copy_source.get("VersionId"))
+            tags = await get_tags(src_client, copy_source["Bucket"], copy_source["Key"], copy_source.get("VersionId"))
         # guard every part: by the caller's etag, else by the etag just seen (a version id pins it already)
         guard = opts.source_if_match or (None if opts.source_version_id or not src_meta else src_meta.etag)
         r = await multipart_copy(c, self.bucket, key, copy_source, size, guard, opts, write_params(opts, tags))

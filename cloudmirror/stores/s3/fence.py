@@ -1,4 +1,5 @@
-"""Fencing for the S3 store (the Fencer capability), as a mixin of S3Store.
+"""Fencing for the S3 store (the Fencer capability): an S3Fencer that S3Store holds and
+delegates to.
 
 `fence` merges one statement, Sid `CloudmirrorFence`, into the bucket policy (other
 statements are kept): Deny s3:PutObject, s3:DeleteObject, s3:DeleteObjectVersion,
@@ -17,12 +18,14 @@ own writes (AWS lets them through); LocalStack does not enforce bucket policies 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from cloudmirror.location import Location
 from cloudmirror.stores.base import AccessDenied, FatalError, NotFound, StoreError
-from cloudmirror.stores.s3_common import client_config
-from cloudmirror.stores.s3_errors import translate
+from cloudmirror.stores.s3.common import ClientFactory
+from cloudmirror.stores.s3.errors import translate
 
 FENCE_SID = "CloudmirrorFence"
 FENCE_ACTIONS = ["s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectTagging",
@@ -47,12 +50,17 @@ def fence_statement(bucket: str, prefix: str, caller_arn: str) -> dict[str, Any]
             "Condition": {"StringNotEquals": {"aws:PrincipalArn": principal_arn(caller_arn)}}}
 
 
-class S3FenceMixin:
-    """Needs `location`, `bucket`, `client()` and `_session` from S3Store."""
+class S3Fencer:
+    """Fences `location` with the client `client()` gives (S3Store.client); `open_sts()`
+    opens an STS client on the same session and endpoint (S3Store.sts_client), valid once
+    `client()` has been awaited."""
 
-    location: Location
-    bucket: str
-    _session: Any
+    def __init__(self, location: Location, client: ClientFactory,
+                 open_sts: Callable[[], AbstractAsyncContextManager[Any]]):
+        self.location = location
+        self.bucket = location.bucket
+        self.client = client
+        self.open_sts = open_sts
 
     async def fence(self, reason: str) -> str:
         """Deny object writes and deletes on this location to everyone but cloudmirror's own
@@ -109,10 +117,8 @@ class S3FenceMixin:
     async def _caller_arn(self) -> str:
         """cloudmirror's identity from STS GetCallerIdentity (same session and endpoint)."""
         await self.client()  # makes the session (a bad profile is a StoreError)
-        endpoint = self.location.endpoint
         try:
-            async with self._session.client("sts", region_name=self.location.region, endpoint_url=endpoint,
-                                            config=client_config(endpoint)) as sts:
+            async with self.open_sts() as sts:
                 with translate(self.bucket):
                     arn = (await sts.get_caller_identity()).get("Arn")
         except StoreError as e:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import logging
 import random
@@ -30,7 +31,7 @@ from typing import Any
 import requests
 
 from cloudmirror.stores.base import ChecksumMismatch, FatalError, PutOptions, verify_written
-from cloudmirror.stores.gcs_common import TIMEOUT, GcsHttpError, classify_error, set_operation
+from cloudmirror.stores.gcs.common import TIMEOUT, GcsHttpError, classify_error, set_operation
 
 log = logging.getLogger(__name__)
 
@@ -342,7 +343,7 @@ async def resumable_upload(run: Callable[[str, Callable[[], Any]], Any], session
             md5 = whole.hexdigest()
             verify_written(where, opts, md5, total)  # before the final chunk: a mismatch commits nothing
             md5_b64 = base64.b64encode(whole.digest()).decode()
-            resource = await run("put", lambda data=piece, at=total - len(piece): session.send(data, at, total, md5_b64))
+            resource = await run("put", functools.partial(session.send, piece, total - len(piece), total, md5_b64))
             return resource, md5, total
     except BaseException:
         await asyncio.shield(_cancel(run, session, where))

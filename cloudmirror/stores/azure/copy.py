@@ -1,5 +1,6 @@
-"""Server-side copy for the Azure store (the ServerSideCopier capability), as a mixin of
-AzureStore: Copy Blob (start_copy_from_url), polled to completion.
+"""Server-side copy for the Azure store (the ServerSideCopier capability): an AzureCopier
+that AzureStore holds and delegates to. Copy Blob (start_copy_from_url), polled to
+completion.
 
 1. The source is read with Get Blob Properties guarded by opts.source_if_match (If-Match):
    NotFound / PreconditionFailed up front, and its size, MD5 and tag count, checked against
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
@@ -34,9 +36,9 @@ from urllib.parse import quote
 from azure.core import MatchConditions
 
 from cloudmirror.location import Location
-from cloudmirror.stores.azure_auth import Auth, resolve_auth
-from cloudmirror.stores.azure_errors import translate, where_of
-from cloudmirror.stores.azure_mapping import WriteParams, headers_differ, md5_hex, meta_from_props, strip_etag
+from cloudmirror.stores.azure.auth import Auth, resolve_auth
+from cloudmirror.stores.azure.errors import translate, where_of
+from cloudmirror.stores.azure.mapping import WriteParams, headers_differ, md5_hex, meta_from_props, strip_etag
 from cloudmirror.stores.base import (
     ChecksumMismatch,
     CopyOptions,
@@ -52,14 +54,20 @@ log = logging.getLogger(__name__)
 _CLOCK_SKEW = timedelta(minutes=15)
 
 
-class AzureCopyMixin:
-    """Needs `location` and `client_for(location)` from AzureStore."""
+#: `client_for(location)`: the cached BlobServiceClient and Auth for a location (AzureStore.client_for)
+ClientFor = Callable[[Location], Awaitable[tuple[Any, Auth]]]
 
-    #: seconds a copy may stay pending before it is aborted (RetryableError CopyTimeout)
-    copy_timeout: float = 1800.0
-    location: Location
 
-    async def client_for(self, location: Location) -> tuple[Any, Auth]: ...  # provided by AzureStore
+class AzureCopier:
+    """Copies into `location` with the clients `client_for` gives.
+
+    `copy_timeout`: seconds a copy may stay pending before it is aborted (RetryableError
+    CopyTimeout)."""
+
+    def __init__(self, location: Location, client_for: ClientFor, *, copy_timeout: float = 1800.0):
+        self.location = location
+        self.client_for = client_for
+        self.copy_timeout = copy_timeout
 
     def can_copy_from(self, source: Location) -> bool:
         """An az:// source on the same blob service (the same cloud or emulator host), any

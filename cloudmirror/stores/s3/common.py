@@ -3,6 +3,7 @@ botocore client configuration shared by every S3 client."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -10,7 +11,12 @@ from botocore.config import Config
 
 from cloudmirror import metrics
 from cloudmirror.stores.base import ObjectMeta, PutOptions
-from cloudmirror.stores.s3_transfer import is_plain_md5
+from cloudmirror.stores.s3.errors import translate
+from cloudmirror.stores.s3.transfer import is_plain_md5
+
+#: `client(location=None)`: the cached client for a location's (region, endpoint), by default
+#: the store's own (S3Store.client)
+ClientFactory = Callable[..., Awaitable[Any]]
 
 _HEADER_PARAMS = (("content_type", "ContentType"), ("content_encoding", "ContentEncoding"),
                   ("content_disposition", "ContentDisposition"), ("content_language", "ContentLanguage"),
@@ -96,3 +102,13 @@ def written_version(r: dict[str, Any]) -> str | None:
 
 def etag_of(r: dict[str, Any], field: str = "ETag") -> str | None:
     return (r.get(field) or "").strip('"') or None
+
+
+async def get_tags(client: Any, bucket: str, key: str, version_id: str | None) -> dict[str, str]:
+    """GetObjectTagging of bucket/key (a version when given). Raises NotFound, AccessDenied, ..."""
+    params = {"Bucket": bucket, "Key": key}
+    if version_id:
+        params["VersionId"] = version_id
+    with translate(bucket, key):
+        r = await client.get_object_tagging(**params)
+    return {t["Key"]: t["Value"] for t in r.get("TagSet", [])}

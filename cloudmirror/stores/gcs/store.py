@@ -3,7 +3,7 @@ using google-cloud-storage.
 
 The SDK is blocking: every call runs in a per-store thread pool (at most MAX_WORKERS threads;
 streamed downloads have their own pool of the same size so they cannot starve short calls),
-over one storage.Client per store. With an `endpoint` parameter (fake-gcs-server) the
+over one storage.Client per store (see connection.GCSConnection). With an `endpoint` parameter (fake-gcs-server) the
 client is anonymous; otherwise Application Default Credentials, project from `project` or
 ADC. Every HTTP request sent (retries included) increments
 `cloudmirror_storage_requests_total{provider="gcs", operation=...}`, one "list" per page.
@@ -16,12 +16,15 @@ bytes are then read pinned to its generation.
 Tags: GCS has no object tags; tag `k=v` is the custom metadata entry `cloudmirror-tag.k: v`.
 head/get/list strip those entries from `metadata`, report them as `tags` (include_tags) and
 always set `tag_count`. Storage class names of other providers are mapped (STANDARD_IA ->
-NEARLINE, GLACIER_IR -> COLDLINE, GLACIER -> ARCHIVE, ...; see gcs_common). `kms_key_id`
+NEARLINE, GLACIER_IR -> COLDLINE, GLACIER -> ARCHIVE, ...; see common). `kms_key_id`
 is a Cloud KMS key name; `sse` is ignored (GCS always encrypts at rest).
 
 Versioning: a delete without a version makes the live generation noncurrent; GCS has no
 delete markers, so listings never yield any, and `is_latest` is false for noncurrent
 generations.
+
+Server-side copy (rewrite) is a collaborator the store holds and delegates to: a GCSCopier
+(see copy).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Any, TypeVar
 from cloudmirror.location import Location
 from cloudmirror.stores.base import (
     ChecksumMismatch,
+    CopyOptions,
     DeleteOptions,
     FatalError,
     GetOptions,
@@ -52,127 +56,42 @@ from cloudmirror.stores.base import (
     StoreError,
     verify_written,
 )
-from cloudmirror.stores.gcs_common import (
+from cloudmirror.stores.gcs.common import (
     TIMEOUT,
-    apply_write_options,
-    classify_error,
     etag_of,
     guard_holds,
     is_session_url,
-    make_client,
     md5_hex,
     meta_from_props,
     parse_generation,
     parse_guard,
-    set_operation,
-    translate,
 )
-from cloudmirror.stores.gcs_copy import GCSCopyMixin
-from cloudmirror.stores.gcs_transfer import ResumableSession, chunk_size_for, resumable_upload, stream_download
+from cloudmirror.stores.gcs.connection import MAX_WORKERS, GCSConnection, retry
+from cloudmirror.stores.gcs.copy import GCSCopier
+from cloudmirror.stores.gcs.transfer import ResumableSession, chunk_size_for, resumable_upload, stream_download
+from cloudmirror.stores.streams import read_up_to
 
-__all__ = ["GCSStore", "classify_error", "create_bucket", "delete_bucket"]
+__all__ = ["GCSStore"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MAX_WORKERS = 16
 MAX_LIST_PAGE = 1000  # the most GCS returns per page
 
 
-def _retry():
-    from google.cloud.storage.retry import DEFAULT_RETRY
-
-    return DEFAULT_RETRY.with_timeout(30.0)
-
-
-class GCSStore(GCSCopyMixin):
-    """Store + ServerSideCopier (rewrite, see gcs_copy) for gs:// locations."""
+class GCSStore:
+    """Store + ServerSideCopier (rewrite, delegated to `copier`, a GCSCopier) for gs://
+    locations; requests go through `conn`, a GCSConnection."""
 
     def __init__(self, location: Location):
         self.location = location
         self.bucket = location.bucket
         # fake-gcs-server finalises an upload on a status query: resume interrupted chunks only on real GCS
         self.resume_chunks = location.endpoint is None
-        self._client: Any = None
-        self._http: Any = None
-        self._api = ""
-        self._pool: ThreadPoolExecutor | None = None
+        self.conn = GCSConnection(location)
+        self.copier = GCSCopier(location, self.conn)
         self._download_pool: ThreadPoolExecutor | None = None
         self._downloads: set[threading.Event] = set()
-        self._lock: asyncio.Lock | None = None
-
-    # ------------------------------------------------------------ plumbing
-    def _executor(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="cloudmirror-gcs")
-        return self._pool
-
-    async def _ready(self) -> Any:
-        """The storage.Client, created on first use (in a worker thread: ADC may block)."""
-        if self._client is not None:
-            return self._client
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            if self._client is None:
-                loop = asyncio.get_running_loop()
-                try:
-                    client, http, api = await loop.run_in_executor(self._executor(), make_client, self.location)
-                except Exception as e:  # noqa: BLE001
-                    raise classify_error(e, self.bucket) from e
-                self._client, self._http, self._api = client, http, api
-        return self._client
-
-    async def _run(self, op: str, fn: Callable[[], T], key: str | None = None, *, missing: str = "key",
-                   bucket: str | None = None) -> T:
-        """Run fn in the pool with its requests counted as `op`; errors classified (naming
-        `bucket`, this store's by default)."""
-        await self._ready()
-
-        def job() -> T:
-            set_operation(op)
-            try:
-                return fn()
-            finally:
-                set_operation(None)
-
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor(), job)
-        except StoreError:
-            raise
-        except Exception as e:  # noqa: BLE001 - classified at the boundary
-            raise classify_error(e, bucket or self.bucket, key, missing=missing) from e
-
-    def _blob(self, key: str, generation: int | None = None, bucket: str | None = None, **kw: Any) -> Any:
-        return self._client.bucket(bucket or self.bucket).blob(key, generation=generation, **kw)
-
-    def _where(self, key: str | None = None, bucket: str | None = None) -> str:
-        b = bucket or self.bucket
-        return f"gs://{b}/{key}" if key is not None else f"gs://{b}"
-
-    async def _props(self, key: str, generation: int | None, op: str, bucket: str | None = None) -> dict[str, Any]:
-        """The object resource (GET metadata). Raises NotFound, BucketNotFound, ..."""
-        await self._ready()
-        blob = self._blob(key, generation, bucket)
-
-        def fetch() -> dict[str, Any]:
-            blob.reload(timeout=TIMEOUT, retry=_retry())
-            return dict(blob._properties)  # noqa: SLF001 - the JSON resource, as the API returned it
-
-        return await self._run(op, fetch, key, bucket=bucket)
-
-    async def _moved_on(self, key: str, generation: int, bucket: str | None = None) -> PreconditionFailed | None:
-        """After a read pinned to `generation` found nothing: PreconditionFailed when the key
-        now holds another generation (it was overwritten), None when the key is gone or
-        still at that generation (the 404 was about something else)."""
-        try:
-            live = await self._props(key, None, "head", bucket)
-        except NotFound:
-            return None
-        if int(live["generation"]) == generation:
-            return None
-        return PreconditionFailed(f"{self._where(key, bucket)}: PreconditionFailed: generation {generation} "
-                                  f"was replaced by {live['generation']}", code="PreconditionFailed")
 
     async def close(self) -> None:
         """Stop streamed downloads, release the threads and connections. Idempotent; the
@@ -180,20 +99,27 @@ class GCSStore(GCSCopyMixin):
         for stop in list(self._downloads):
             stop.set()
         self._downloads.clear()
-        http, self._http, self._client = self._http, None, None
-        pools = [p for p in (self._pool, self._download_pool) if p is not None]
-        self._pool = self._download_pool = None
-        for p in pools:
-            p.shutdown(wait=False, cancel_futures=True)
-        if http is not None:
-            http.close()
+        pool, self._download_pool = self._download_pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        self.conn.close()
+
+    # ------------------------------------------------------------ copy (delegated)
+    def can_copy_from(self, source: Location) -> bool:
+        """Any gs:// location on the same endpoint (the same credentials reach both)."""
+        return self.copier.can_copy_from(source)
+
+    async def copy(self, source: Location, source_key: str, key: str, opts: CopyOptions) -> PutResult:
+        """Rewrite source/source_key to key (see GCSCopier.copy). Raises PreconditionFailed,
+        NotFound, ChecksumMismatch, ..."""
+        return await self.copier.copy(source, source_key, key, opts)
 
     # ------------------------------------------------------------ reads
     async def head(self, key: str, opts: HeadOptions | None = None) -> ObjectMeta:
         """Object metadata (tags when include_tags; tag_count always). Raises NotFound,
         BucketNotFound (when GCS says so), AccessDenied, RetryableError, FatalError."""
         opts = opts or HeadOptions()
-        props = await self._props(key, parse_generation(opts.version_id, self._where(key)), "head")
+        props = await self.conn.props(key, parse_generation(opts.version_id, self.conn.where(key)), "head")
         return meta_from_props(props, include_tags=opts.include_tags)
 
     async def get_tags(self, key: str, version_id: str | None = None) -> dict[str, str]:
@@ -205,13 +131,13 @@ class GCSStore(GCSCopyMixin):
         opts.chunk_size (the download starts on the first iteration). Raises NotFound,
         PreconditionFailed (if_match no longer holds), BucketNotFound, ..."""
         opts = opts or GetOptions()
-        where = self._where(key)
+        where = self.conn.where(key)
         guard = parse_guard(opts.if_match, where)
         generation = parse_generation(opts.version_id, where)
         try:
-            props = await self._props(key, generation, "get")
+            props = await self.conn.props(key, generation, "get")
         except NotFound:
-            if guard is not None and generation is not None and (moved := await self._moved_on(key, generation)):
+            if guard is not None and generation is not None and (moved := await self.conn.moved_on(key, generation)):
                 raise moved from None
             raise
         if not guard_holds(guard, props):
@@ -224,15 +150,15 @@ class GCSStore(GCSCopyMixin):
     async def _body(self, key: str, generation: int, size: int, chunk_size: int) -> AsyncIterator[bytes]:
         if size == 0:
             return
-        await self._ready()
+        await self.conn.ready()
         if self._download_pool is None:
             self._download_pool = ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="cloudmirror-gcs-get")
-        pool, client = self._download_pool, self._client
+        pool, client = self._download_pool, self.conn.client
         loop = asyncio.get_running_loop()
-        blob = self._blob(key, generation)
+        blob = self.conn.blob(key, generation)
 
         def download(sink: Any) -> None:
-            blob.download_to_file(sink, client=client, raw_download=True, timeout=TIMEOUT, retry=_retry())
+            blob.download_to_file(sink, client=client, raw_download=True, timeout=TIMEOUT, retry=retry())
 
         def track(stop: threading.Event, active: bool) -> None:
             (self._downloads.add if active else self._downloads.discard)(stop)
@@ -242,7 +168,7 @@ class GCSStore(GCSCopyMixin):
                                                self.bucket, key, track):
                 yield chunk
         except NotFound:  # the generation went away while we read it: the key was overwritten (or deleted)
-            if (moved := await self._moved_on(key, generation)) is not None:
+            if (moved := await self.conn.moved_on(key, generation)) is not None:
                 raise moved from None
             raise
 
@@ -266,17 +192,17 @@ class GCSStore(GCSCopyMixin):
 
     async def _page(self, opts: ListOptions, token: str | None, size: int, versions: bool
                     ) -> tuple[list[dict[str, Any]], str | None]:
-        client = await self._ready()
+        client = await self.conn.ready()
 
         def fetch() -> tuple[list[dict[str, Any]], str | None]:
             it = client.list_blobs(self.bucket, prefix=opts.prefix or None, start_offset=opts.start_after or None,
                                    page_size=max(1, min(size, MAX_LIST_PAGE)), page_token=token,
-                                   versions="true" if versions else None, timeout=TIMEOUT, retry=_retry())
+                                   versions="true" if versions else None, timeout=TIMEOUT, retry=retry())
             page = next(it.pages, None)
             items = [dict(b._properties) for b in page] if page is not None else []  # noqa: SLF001
             return items, it.next_page_token
 
-        return await self._run("list", fetch, opts.prefix or None, missing="bucket")
+        return await self.conn.run("list", fetch, opts.prefix or None, missing="bucket")
 
     async def _list_versions(self, opts: ListOptions) -> AsyncIterator[ObjectMeta]:
         """Generations of a key are held until the next key shows up (they may span pages)
@@ -311,7 +237,7 @@ class GCSStore(GCSCopyMixin):
                 return
             if next_token == token and not progress:
                 if size >= MAX_LIST_PAGE:
-                    raise FatalError(f"{self._where()}: listing versions makes no progress at page token {token!r}")
+                    raise FatalError(f"{self.conn.where()}: listing versions makes no progress at page token {token!r}")
                 size = min(size * 2, MAX_LIST_PAGE)
                 continue
             token = next_token
@@ -324,7 +250,7 @@ class GCSStore(GCSCopyMixin):
         are verified against opts.md5/opts.size before anything is committed
         (ChecksumMismatch). Not idempotent in versioned buckets."""
         opts = opts or PutOptions()
-        await self._ready()
+        await self.conn.ready()
         if isinstance(body, (bytes, bytearray, memoryview)):
             return await self._put_single(key, bytes(body), opts)
         it = aiter(body)
@@ -333,19 +259,14 @@ class GCSStore(GCSCopyMixin):
         limit = opts.multipart_threshold
         if opts.size is None:
             limit = min(limit, chunk_size_for(opts.part_size))
-        head, ended = await _read_up_to(it, limit + 1)
-        if ended and sum(map(len, head)) <= limit:
+        head, got, ended = await read_up_to(it, limit + 1)
+        if ended and got <= limit:
             return await self._put_single(key, b"".join(head), opts)
         return await self._put_resumable(key, head, None if ended else it, opts)
 
-    def _write_blob(self, key: str, opts: PutOptions, tags: dict[str, str]) -> Any:
-        blob = self._blob(key, kms_key_name=opts.kms_key_id or None)
-        apply_write_options(blob, self._where(key), opts, tags)
-        return blob
-
     async def _put_single(self, key: str, data: bytes, opts: PutOptions) -> PutResult:
-        where = self._where(key)
-        blob = self._write_blob(key, opts, opts.tags)
+        where = self.conn.where(key)
+        blob = self.conn.write_blob(key, opts, opts.tags)
 
         def upload() -> tuple[dict[str, Any], str]:
             digest = hashlib.md5(data).digest()  # noqa: S324 - integrity check
@@ -355,17 +276,17 @@ class GCSStore(GCSCopyMixin):
                                     checksum=None, timeout=TIMEOUT)
             return dict(blob._properties), digest.hex()  # noqa: SLF001
 
-        props, md5 = await self._run("put", upload, key, missing="bucket")
+        props, md5 = await self.conn.run("put", upload, key, missing="bucket")
         return self._written(where, props, md5, len(data))
 
     async def _put_resumable(self, key: str, head: list[bytes], rest: AsyncIterator[bytes] | None,
                              opts: PutOptions) -> PutResult:
-        where = self._where(key)
-        blob = self._write_blob(key, opts, opts.tags)
-        url = await self._run("put", lambda: blob.create_resumable_upload_session(
+        where = self.conn.where(key)
+        blob = self.conn.write_blob(key, opts, opts.tags)
+        url = await self.conn.run("put", lambda: blob.create_resumable_upload_session(
             content_type=opts.content_type or "application/octet-stream", checksum=None, timeout=TIMEOUT),
             key, missing="bucket")
-        session = ResumableSession(self._http, url, self.resume_chunks)
+        session = ResumableSession(self.conn.http, url, self.resume_chunks)
         if opts.on_upload_started is not None:
             try:
                 await opts.on_upload_started(url)
@@ -374,14 +295,14 @@ class GCSStore(GCSCopyMixin):
                 raise
 
         async def run(op: str, fn: Callable[[], T]) -> T:
-            return await self._run(op, fn, key, missing="bucket")
+            return await self.conn.run(op, fn, key, missing="bucket")
 
         props, md5, size = await resumable_upload(run, session, where, head, rest, opts)
         return self._written(where, props, md5, size)
 
     async def _cancel_quietly(self, session: ResumableSession) -> None:
         try:
-            await self._run("abort_upload", session.cancel)
+            await self.conn.run("abort_upload", session.cancel)
         except StoreError as e:
             log.warning("could not cancel resumable upload %s: %s", session.url, e)
 
@@ -400,13 +321,13 @@ class GCSStore(GCSCopyMixin):
         generation. Idempotent. Raises BucketNotFound (when GCS says so), AccessDenied, ..."""
         opts = opts or DeleteOptions()
         try:
-            generation = parse_generation(opts.version_id, self._where(key))
+            generation = parse_generation(opts.version_id, self.conn.where(key))
         except NotFound:
             return
-        await self._ready()
-        blob = self._blob(key, generation)
+        await self.conn.ready()
+        blob = self.conn.blob(key, generation)
         try:
-            await self._run("delete", lambda: blob.delete(timeout=TIMEOUT, retry=_retry()), key)
+            await self.conn.run("delete", lambda: blob.delete(timeout=TIMEOUT, retry=retry()), key)
         except NotFound:
             pass
 
@@ -414,66 +335,9 @@ class GCSStore(GCSCopyMixin):
         """Cancels a resumable upload session (upload_id is its URL). Idempotent: a finished,
         cancelled or unknown session is fine; ids that are not this bucket's session URLs are
         ignored (credentials are only ever sent to our own endpoint)."""
-        await self._ready()
-        if not is_session_url(upload_id, self._api, self.bucket):
-            log.debug("abort_upload(%s): %r is not a session URL of %s; nothing to cancel", key, upload_id, self._api)
+        await self.conn.ready()
+        if not is_session_url(upload_id, self.conn.api, self.bucket):
+            log.debug("abort_upload(%s): %r is not a session URL of %s; nothing to cancel", key, upload_id,
+                      self.conn.api)
             return
-        await self._run("abort_upload", ResumableSession(self._http, upload_id, False).cancel, key)
-
-
-async def _read_up_to(it: AsyncIterator[bytes], n: int) -> tuple[list[bytes], bool]:
-    """Read chunks until at least n bytes or the end; returns (chunks, ended)."""
-    chunks: list[bytes] = []
-    got = 0
-    while got < n:
-        try:
-            chunk = await anext(it)
-        except StopAsyncIteration:
-            return chunks, True
-        chunks.append(chunk)
-        got += len(chunk)
-    return chunks, False
-
-
-# ---------------------------------------------------------------- admin helpers (sync)
-def create_bucket(location: Location, versioned: bool = False) -> None:
-    """Create the location's bucket (object versioning on when `versioned`). For the local
-    cloud and tests. Idempotent: an existing bucket gets the requested versioning. Raises
-    StoreError."""
-    from google.api_core import exceptions as gx
-
-    with translate(location.bucket):
-        client, http, _ = make_client(location)
-        try:
-            bucket = client.bucket(location.bucket)
-            bucket.versioning_enabled = versioned
-            try:
-                client.create_bucket(bucket, timeout=TIMEOUT)
-            except gx.Conflict:
-                bucket = client.get_bucket(location.bucket, timeout=TIMEOUT)
-                if bool(bucket.versioning_enabled) != versioned:
-                    bucket.versioning_enabled = versioned
-                    bucket.patch(timeout=TIMEOUT)
-        finally:
-            http.close()
-
-
-def delete_bucket(location: Location) -> None:
-    """Delete the location's bucket with every object generation in it. Idempotent (a
-    missing bucket is fine). Raises StoreError."""
-    from google.api_core import exceptions as gx
-
-    with translate(location.bucket):
-        client, http, _ = make_client(location)
-        try:
-            try:
-                for blob in client.list_blobs(location.bucket, versions="true", timeout=TIMEOUT):
-                    try:
-                        client.bucket(location.bucket).blob(blob.name, generation=blob.generation).delete(timeout=TIMEOUT)
-                    except gx.NotFound:
-                        pass
-                client.bucket(location.bucket).delete(timeout=TIMEOUT)
-            except gx.NotFound:
-                pass
-        finally:
-            http.close()
+        await self.conn.run("abort_upload", ResumableSession(self.conn.http, upload_id, False).cancel, key)

@@ -1,5 +1,5 @@
-"""Server-side copy for the GCS store (the ServerSideCopier capability), as a mixin of
-GCSStore: objects.rewrite, following the rewrite token until done.
+"""Server-side copy for the GCS store (the ServerSideCopier capability): a GCSCopier that
+GCSStore holds and delegates to. objects.rewrite, following the rewrite token until done.
 
 The source is read first (pinned to opts.source_version_id when given) and checked against
 opts.source_if_match exactly (generation and metageneration); the rewrite is then pinned to
@@ -26,7 +26,7 @@ from cloudmirror.stores.base import (
     PreconditionFailed,
     PutResult,
 )
-from cloudmirror.stores.gcs_common import (
+from cloudmirror.stores.gcs.common import (
     TIMEOUT,
     etag_of,
     guard_holds,
@@ -35,22 +35,18 @@ from cloudmirror.stores.gcs_common import (
     parse_guard,
     split_metadata,
 )
+from cloudmirror.stores.gcs.connection import GCSConnection
 
 log = logging.getLogger(__name__)
 
 
-class GCSCopyMixin:
-    """Needs `location`, `bucket`, `_props`, `_moved_on`, `_run`, `_blob`, `_write_blob` and
-    `_where` from GCSStore."""
+class GCSCopier:
+    """Rewrites into `location` through `conn`, the store's GCSConnection."""
 
-    location: Location
-    bucket: str
-    _props: Any
-    _moved_on: Any
-    _run: Any
-    _blob: Any
-    _write_blob: Any
-    _where: Any
+    def __init__(self, location: Location, conn: GCSConnection):
+        self.location = location
+        self.bucket = location.bucket
+        self.conn = conn
 
     def can_copy_from(self, source: Location) -> bool:
         """Any gs:// location on the same endpoint (the same credentials reach both)."""
@@ -64,15 +60,15 @@ class GCSCopyMixin:
         opts.source_if_match, NotFound when it is gone, ChecksumMismatch when the source or
         the result disagree with opts.md5 / opts.size."""
         if not self.can_copy_from(source):
-            raise FatalError(f"{self._where(key)}: cannot rewrite from {source}", code="NotSupported")
-        where = f"{self._where(key)} (copy of {self._where(source_key, source.bucket)})"
-        src_where = self._where(source_key, source.bucket)
+            raise FatalError(f"{self.conn.where(key)}: cannot rewrite from {source}", code="NotSupported")
+        where = f"{self.conn.where(key)} (copy of {self.conn.where(source_key, source.bucket)})"
+        src_where = self.conn.where(source_key, source.bucket)
         guard = parse_guard(opts.source_if_match, src_where)
         src_gen = parse_generation(opts.source_version_id, src_where)
         try:
-            src = await self._props(source_key, src_gen, "copy", source.bucket)
+            src = await self.conn.props(source_key, src_gen, "copy", source.bucket)
         except NotFound:
-            if guard is not None and src_gen is not None and (moved := await self._moved_on(source_key, src_gen,
+            if guard is not None and src_gen is not None and (moved := await self.conn.moved_on(source_key, src_gen,
                                                                                                source.bucket)):
                 raise moved from None
             raise
@@ -84,9 +80,9 @@ class GCSCopyMixin:
             raise ChecksumMismatch(f"{where}: source is {src_size} bytes md5 {src_md5}, expected {opts.size} bytes "
                                    f"md5 {opts.md5}", code="BadDigest")
         tags = opts.tags if opts.tags is not None else split_metadata(src.get("metadata"))[1]
-        dest = self._write_blob(key, opts, tags)
+        dest = self.conn.write_blob(key, opts, tags)
         wanted = dict(dest.metadata or {})
-        pinned = self._blob(source_key, int(src["generation"]), source.bucket)
+        pinned = self.conn.blob(source_key, int(src["generation"]), source.bucket)
         # the metadata (tags) read must still be the source's when the rewrite runs
         guards = {"if_source_generation_match": int(src["generation"])}
         if src.get("metageneration"):
@@ -111,12 +107,12 @@ class GCSCopyMixin:
             return props
 
         try:
-            props = await self._run("copy", rewrite, key)
+            props = await self.conn.run("copy", rewrite, key)
         except NotFound as e:
-            if (moved := await self._moved_on(source_key, int(src["generation"]), source.bucket)) is not None:
+            if (moved := await self.conn.moved_on(source_key, int(src["generation"]), source.bucket)) is not None:
                 raise moved from None
             try:
-                await self._props(source_key, int(src["generation"]), "copy", source.bucket)
+                await self.conn.props(source_key, int(src["generation"]), "copy", source.bucket)
             except NotFound:
                 raise e from None  # the source went away
             raise BucketNotFound(f"gs://{self.bucket}: NoSuchBucket: the rewrite to {key} found no bucket "

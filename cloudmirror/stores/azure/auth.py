@@ -1,5 +1,6 @@
 """Credentials and endpoints for az:// locations (see the module docstring of
-cloudmirror.stores.azure for the rules), and the SDK client configuration.
+cloudmirror.stores.azure.store for the rules), and the SDK client configuration. The Azure
+queue feed (cloudmirror.events.azure_queue) resolves its credentials here too.
 
 Resolution only reads the environment; it never sends a request. Problems are StoreErrors
 naming what to fix (the environment variable, the parameter).
@@ -61,8 +62,16 @@ def resolve_auth(location: Location) -> Auth:
             raise AccessDenied(f"{where}: NoCredentials: environment variable {env} (named by "
                                f"connection_string_env) is not set or empty", code="NoCredentials")
         return _from_connection_string(location, value, f"connection string from ${env}")
-    account_url = endpoint_url(location)
-    kind = location.param("credential") or "default"
+    return credential_auth(location.account, endpoint_url(location), location.param("credential"), where)
+
+
+def credential_auth(account: str, account_url: str, kind: str | None, where: str) -> Auth:
+    """The Auth for credential `kind` at an account endpoint (of any service: blob, queue):
+    ``key`` -- the account key from $AZURE_STORAGE_KEY; ``sas`` -- a SAS token from
+    $AZURE_STORAGE_SAS_TOKEN; ``default`` (also None) -- DefaultAzureCredential. Only reads
+    the environment. Raises AccessDenied (code NoCredentials) naming the variable that is
+    unset, FatalError (code InvalidLocation) for an unknown kind. `where` starts messages."""
+    kind = kind or "default"
     if kind not in CREDENTIALS:
         raise FatalError(f"{where}: InvalidLocation: credential={kind!r}; use one of {', '.join(CREDENTIALS)}",
                          code="InvalidLocation")
@@ -71,15 +80,14 @@ def resolve_auth(location: Location) -> Auth:
         if not key:
             raise AccessDenied(f"{where}: NoCredentials: credential=key needs the account key in environment "
                                f"variable {KEY_ENV}, which is not set", code="NoCredentials")
-        return Auth(location.account, account_url, "key", account_key=key, origin=f"account key from ${KEY_ENV}")
+        return Auth(account, account_url, "key", account_key=key, origin=f"account key from ${KEY_ENV}")
     if kind == "sas":
         token = os.environ.get(SAS_ENV)
         if not token:
             raise AccessDenied(f"{where}: NoCredentials: credential=sas needs a SAS token in environment "
                                f"variable {SAS_ENV}, which is not set", code="NoCredentials")
-        return Auth(location.account, account_url, "sas", sas_token=token.lstrip("?"),
-                    origin=f"SAS token from ${SAS_ENV}")
-    return Auth(location.account, account_url, "default", origin="DefaultAzureCredential")
+        return Auth(account, account_url, "sas", sas_token=token.lstrip("?"), origin=f"SAS token from ${SAS_ENV}")
+    return Auth(account, account_url, "default", origin="DefaultAzureCredential")
 
 
 def endpoint_url(location: Location) -> str:
