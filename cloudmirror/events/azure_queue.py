@@ -16,7 +16,8 @@ visibility, which returns a NEW pop receipt, stored back into ``FeedMessage.rece
 old one no longer deletes the message).
 
 Message text: base64 of the event JSON (Event Grid's storage-queue handler) or the JSON
-itself; see cloudmirror.events.eventgrid. A message that cannot be parsed gets ``error``
+itself; see cloudmirror.events.eventgrid (the parser; this module imports nothing else of
+the Event Grid code). A message that cannot be parsed gets ``error``
 (dead-lettered by the intake, with the reason and how often it was dequeued). With
 ``max_dequeue_count`` set, a message dequeued more often than that is dead-lettered even
 when it parses (a poison message that keeps failing to be recorded) -- off by default,
@@ -34,9 +35,11 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
 from cloudmirror import metrics
-from cloudmirror.location import is_path_style_host
-from cloudmirror.events.base import FeedMessage, MalformedEvent
+from cloudmirror.events.base import FeedError, FeedMessage, MalformedEvent
 from cloudmirror.events.eventgrid import decode_queue_text, parse_document
+from cloudmirror.location import is_path_style_host
+from cloudmirror.stores.azure.auth import CREDENTIALS, credential_auth, make_credential
+from cloudmirror.stores.base import StoreError
 
 log = logging.getLogger("cloudmirror.events.azure_queue")
 
@@ -44,13 +47,6 @@ _KIND = "azure_queue"
 _MAX_BATCH = 32  # Get Messages returns at most 32
 _MAX_VISIBILITY_S = 7 * 24 * 3600
 _PARAMS = {"connection_string_env", "endpoint", "credential"}
-_CREDENTIALS = ("default", "key", "sas")
-KEY_ENV = "AZURE_STORAGE_KEY"
-SAS_ENV = "AZURE_STORAGE_SAS_TOKEN"
-
-
-class FeedError(RuntimeError):
-    """The queue cannot be reached or refuses us (retried by the intake loop)."""
 
 
 @dataclass(frozen=True)
@@ -88,8 +84,8 @@ def parse_queue_url(url: str) -> QueueAddress:
         raise ValueError(f"unknown parameter(s) {', '.join(unknown)} in {url!r} "
                          f"(allowed: {', '.join(sorted(_PARAMS))})")
     cred = query.get("credential") or None
-    if cred is not None and cred not in _CREDENTIALS:
-        raise ValueError(f"credential must be one of {', '.join(_CREDENTIALS)}, got {cred!r}")
+    if cred is not None and cred not in CREDENTIALS:
+        raise ValueError(f"credential must be one of {', '.join(sorted(CREDENTIALS))}, got {cred!r}")
     if query.get("connection_string_env") and (query.get("endpoint") or cred):
         raise ValueError("connection_string_env says everything; do not combine it with endpoint or credential")
     return QueueAddress(parts.netloc, path, query.get("connection_string_env") or None, query.get("endpoint") or None,
@@ -97,27 +93,13 @@ def parse_queue_url(url: str) -> QueueAddress:
 
 
 def _credential(addr: QueueAddress, *, aio: bool):
-    kind = addr.credential or "default"
-    where = f"az://{addr.account}/{addr.queue}"
-    if kind == "key":
-        key = os.environ.get(KEY_ENV)
-        if not key:
-            raise ValueError(f"{where}: credential=key needs the account key in ${KEY_ENV}, which is not set")
-        from azure.core.credentials import AzureNamedKeyCredential
-
-        return AzureNamedKeyCredential(addr.account, key)
-    if kind == "sas":
-        token = os.environ.get(SAS_ENV)
-        if not token:
-            raise ValueError(f"{where}: credential=sas needs a SAS token in ${SAS_ENV}, which is not set")
-        from azure.core.credentials import AzureSasCredential
-
-        return AzureSasCredential(token.lstrip("?"))
-    if aio:
-        from azure.identity.aio import DefaultAzureCredential
-    else:
-        from azure.identity import DefaultAzureCredential
-    return DefaultAzureCredential()
+    """The SDK credential for the address (resolved like an Azure blob location's, see
+    cloudmirror.stores.azure.auth). Raises ValueError naming the unset variable."""
+    try:
+        auth = credential_auth(addr.account, addr.queue_endpoint, addr.credential, f"az://{addr.account}/{addr.queue}")
+    except StoreError as e:
+        raise ValueError(str(e)) from None
+    return make_credential(auth, aio=aio)
 
 
 def _connection_string(addr: QueueAddress) -> str:
@@ -139,24 +121,6 @@ def open_queue_client(url: str, *, aio: bool = True):
         return QueueClient.from_connection_string(_connection_string(addr), addr.queue), None
     cred = _credential(addr, aio=aio)
     return QueueClient(addr.queue_endpoint, addr.queue, credential=cred), (cred if hasattr(cred, "close") else None)
-
-
-# ------------------------------------------------------------------ admin (sync)
-def ensure_queue(url: str) -> str:
-    """Create the queue unless it exists. Idempotent. Returns the queue's URL (https)."""
-    from azure.core.exceptions import ResourceExistsError
-
-    client, cred = open_queue_client(url, aio=False)
-    try:
-        metrics.QUEUE_REQUESTS.labels(_KIND, "CreateQueue").inc()
-        client.create_queue()
-    except ResourceExistsError:
-        pass
-    finally:
-        client.close()
-        if cred is not None:
-            cred.close()
-    return client.url
 
 
 # ------------------------------------------------------------------ the feed

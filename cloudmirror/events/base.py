@@ -8,6 +8,11 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 
+class FeedError(RuntimeError):
+    """The queue or subscription cannot be reached or refuses us (retried by the intake
+    loop). Raised by every feed."""
+
+
 class MalformedEvent(ValueError):
     """A message that cannot be understood. The message is the reason recorded in the
     dead-letter table."""

@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 
 from cloudmirror import metrics
-from cloudmirror.events.base import FeedMessage, MalformedEvent
+from cloudmirror.events.base import FeedError, FeedMessage, MalformedEvent
 from cloudmirror.events.gcs_events import is_overwrite_half, message_body, parse_notification
 
 log = logging.getLogger("cloudmirror.events.pubsub")
@@ -34,10 +34,6 @@ log = logging.getLogger("cloudmirror.events.pubsub")
 _KIND = "pubsub"
 _MAX_ACK_DEADLINE = 600  # Pub/Sub's maximum ModifyAckDeadline
 _SETTLE_TIMEOUT_S = 60  # exactly-once subscriptions answer acks; a dead stream never does
-
-
-class FeedError(RuntimeError):
-    """The subscription cannot be reached or refuses us (retried by the intake loop)."""
 
 
 def subscription_path(address: str) -> str:

@@ -1,13 +1,12 @@
 """SQS feed (aioboto3): batched long-poll receive, batched delete, visibility extension.
 
-Also the admin helpers that wire a bucket's notifications into a queue (used by the local
-cloud, the demo and the tests).
+(The helpers that create a queue and wire a bucket's notifications into it are in
+cloudmirror.local.provision.)
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 from collections.abc import Sequence
 from urllib.parse import urlsplit
@@ -17,14 +16,10 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cloudmirror import metrics
-from cloudmirror.events.base import FeedMessage, MalformedEvent
+from cloudmirror.events.base import FeedError, FeedMessage, MalformedEvent
 from cloudmirror.events.s3_events import parse_body
 
 _AWS_HOST = re.compile(r"^sqs[.-]([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
-
-
-class FeedError(RuntimeError):
-    """The queue cannot be reached or refuses us (retried by the intake loop)."""
 
 
 def queue_endpoint_and_region(queue_url: str, region: str | None = None) -> tuple[str | None, str]:
@@ -108,32 +103,3 @@ class SqsFeed:
 
 def _snake(op: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", op).lower()
-
-
-# ------------------------------------------------------------------ admin (sync boto3)
-def _client(service: str, endpoint: str | None, region: str):
-    import boto3
-
-    return boto3.client(service, endpoint_url=endpoint, region_name=region)
-
-
-def create_queue(endpoint: str | None, region: str, name: str, *, visibility_timeout_s: int = 60) -> tuple[str, str]:
-    """Create (or find) a queue that S3 may send to; returns (queue_url, queue_arn). Idempotent."""
-    sqs = _client("sqs", endpoint, region)
-    try:
-        url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": str(visibility_timeout_s)})["QueueUrl"]
-    except sqs.exceptions.QueueNameExists:  # exists with other attributes: use it as it is
-        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    policy = {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"Service": "s3.amazonaws.com"}, "Action": "sqs:SendMessage", "Resource": arn}]}
-    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
-    return url, arn
-
-
-def notify_bucket_to_queue(endpoint: str | None, region: str, bucket: str, queue_arn: str) -> None:
-    """Send the bucket's ObjectCreated/ObjectRemoved events to the queue (replaces its config)."""
-    s3 = _client("s3", endpoint, region)
-    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [
-        {"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}]})
-
