@@ -14,8 +14,8 @@ import boto3
 from botocore.config import Config as BotoConfig
 
 from bench.procs import BenchError, cpu_seconds, poll
-from cloudmirror.events.sqs import create_queue, notify_bucket_to_queue
 from cloudmirror.local.moto import reset_moto, start_moto
+from cloudmirror.local.provision import create_sqs_queue, notify_bucket_to_queue
 
 SRC_REGION, DST_REGION = "us-east-1", "eu-west-1"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": SRC_REGION,
@@ -84,7 +84,7 @@ class Moto:
 
     def notified_queue(self, bucket: str) -> str:
         """A queue receiving the bucket's ObjectCreated/ObjectRemoved events; returns its URL."""
-        url, arn = create_queue(self.endpoint, SRC_REGION, name("bench-q"))
+        url, arn = create_sqs_queue(self.endpoint, SRC_REGION, name("bench-q"))
         notify_bucket_to_queue(self.endpoint, SRC_REGION, bucket, arn)
         return url
 

@@ -132,16 +132,16 @@ class AzureTarget:
         return f"[{self.remote}]\ntype = azureblob\nuse_emulator = true\nendpoint = {self.endpoint}\n"
 
     def create(self, bucket: str) -> None:
+        from cloudmirror.local.provision import create_azure_container
         from cloudmirror.location import parse_location
-        from cloudmirror.stores.azure import create_container
 
-        create_container(parse_location(self.url(bucket)))
+        create_azure_container(parse_location(self.url(bucket)))
 
     def drop(self, bucket: str, _bytes: int) -> None:
+        from cloudmirror.local.provision import delete_azure_container
         from cloudmirror.location import parse_location
-        from cloudmirror.stores.azure import delete_container
 
-        delete_container(parse_location(self.url(bucket)))
+        delete_azure_container(parse_location(self.url(bucket)))
 
     def listing(self, bucket: str) -> dict[str, tuple[int, str | None]]:
         """key -> (size, MD5 hex or None)."""
@@ -198,18 +198,18 @@ class GcsTarget:
                 f"endpoint = {self.endpoint}/storage/v1/\n")
 
     def create(self, bucket: str) -> None:
+        from cloudmirror.local.provision import create_gcs_bucket
         from cloudmirror.location import parse_location
-        from cloudmirror.stores.gcs import create_bucket
 
-        create_bucket(parse_location(self.url(bucket)))
+        create_gcs_bucket(parse_location(self.url(bucket)))
 
     def drop(self, bucket: str, nbytes: int) -> None:
         if nbytes < 64 * 1024 * 1024:  # deleting costs one request per object; only free real memory
             return
+        from cloudmirror.local.provision import delete_gcs_bucket
         from cloudmirror.location import parse_location
-        from cloudmirror.stores.gcs import delete_bucket
 
-        delete_bucket(parse_location(self.url(bucket)))
+        delete_gcs_bucket(parse_location(self.url(bucket)))
 
     def listing(self, bucket: str) -> dict[str, tuple[int, str | None]]:
         out, token = {}, None
@@ -270,7 +270,7 @@ def request_kind(provider: str, method: str, target: str, headers: dict[str, str
     q = urllib.parse.parse_qs(parts.query)
     path = parts.path
     if provider == "azure":
-        from cloudmirror.stores.azure_auth import operation_name
+        from cloudmirror.stores.azure.auth import operation_name
 
         return operation_name(method, target, headers)
     if provider == "s3":

@@ -73,7 +73,7 @@ async def env(request, tmp_path):
             return parse_location(f"file://{root}")
         missing = lambda: parse_location(f"file://{tmp_path / 'no-such-root'}")  # noqa: E731
     elif kind == "gcs":
-        from cloudmirror.stores.gcs import create_bucket as create_gcs_bucket
+        from cloudmirror.local.provision import create_gcs_bucket
 
         endpoint = request.getfixturevalue("gcs_endpoint")
 
@@ -83,7 +83,7 @@ async def env(request, tmp_path):
             return loc
         missing = lambda: parse_location(gcs_location_url(endpoint, unique_name("nobucket")))  # noqa: E731
     elif kind == "azure":
-        from cloudmirror.stores.azure import create_container
+        from cloudmirror.local.provision import create_azure_container
 
         az = request.getfixturevalue("azurite")
         accounts = list(az.accounts)
@@ -94,17 +94,17 @@ async def env(request, tmp_path):
             # a second "region" is the second storage account: copies across accounts use a SAS
             account = accounts[0] if region == "us-east-1" else accounts[1]
             loc = parse_location(azure_location_url(account, unique_name("cm")))
-            create_container(loc)
+            create_azure_container(loc)
             return loc
         missing = lambda: parse_location(azure_location_url(accounts[0], unique_name("nobucket")))  # noqa: E731
     else:
-        from cloudmirror.stores.s3 import create_bucket
+        from cloudmirror.local.provision import create_s3_bucket
 
         endpoint = request.getfixturevalue("moto_endpoint")
 
         def new(region="us-east-1", versioned=False):
             name = unique_name("cm")
-            create_bucket(endpoint, region, name, versioned=versioned)
+            create_s3_bucket(endpoint, region, name, versioned=versioned)
             return parse_location(f"s3://{name}?region={region}&endpoint={endpoint}")
         missing = lambda: parse_location(f"s3://{unique_name('nobucket')}?region=us-east-1&endpoint={endpoint}")  # noqa: E731
     e = Env(kind, new, missing)

@@ -32,24 +32,24 @@ class Provider:
         """A fresh, empty bucket / container / directory; `second` picks another region or
         account where the provider has one."""
         if self.kind == "s3":
-            from cloudmirror.stores.s3 import create_bucket
+            from cloudmirror.local.provision import create_s3_bucket
 
             region = "eu-west-1" if second else "us-east-1"
             b = unique_name("cm")
-            create_bucket(self.ctx["s3"], region, b)
+            create_s3_bucket(self.ctx["s3"], region, b)
             return f"s3://{b}?region={region}&endpoint={self.ctx['s3']}"
         if self.kind == "gcs":
-            from cloudmirror.stores.gcs import create_bucket
+            from cloudmirror.local.provision import create_gcs_bucket
 
             url = gcs_location_url(self.ctx["gcs"].endpoint, unique_name("cm"))
-            create_bucket(parse_location(url))
+            create_gcs_bucket(parse_location(url))
             return url
         if self.kind == "azure":
-            from cloudmirror.stores.azure import create_container
+            from cloudmirror.local.provision import create_azure_container
 
             accounts = list(self.ctx["azurite"].accounts)
             url = azure_location_url(accounts[1] if second else accounts[0], unique_name("cm"))
-            create_container(parse_location(url))
+            create_azure_container(parse_location(url))
             return url
         root = self.tmp / unique_name("disk")
         root.mkdir()
@@ -59,9 +59,9 @@ class Provider:
         """The `events:` entry that announces writes to this source location."""
         loc = parse_location(url)
         if self.kind == "s3":
-            from cloudmirror.events.sqs import create_queue, notify_bucket_to_queue
+            from cloudmirror.local.provision import create_sqs_queue, notify_bucket_to_queue
 
-            q, arn = create_queue(self.ctx["s3"], "us-east-1", unique_name("q"))
+            q, arn = create_sqs_queue(self.ctx["s3"], "us-east-1", unique_name("q"))
             notify_bucket_to_queue(self.ctx["s3"], "us-east-1", loc.bucket, arn)
             return {"sqs": q, "region": "us-east-1", "wait_time_s": 1}
         if self.kind == "gcs":
@@ -72,10 +72,10 @@ class Provider:
                                 filter_=f'attributes.bucketId = "{loc.bucket}"')
             return {"pubsub": f"projects/{GCS_PROJECT}/subscriptions/{sub}", "wait_time_s": 1}
         if self.kind == "azure":
-            from cloudmirror.events.azure_queue import ensure_queue
+            from cloudmirror.local.provision import ensure_azure_queue
 
             queue = f"az://{loc.account}/{unique_name('q')}?connection_string_env=AZURITE_CONN_{loc.account.upper()}"
-            ensure_queue(queue)
+            ensure_azure_queue(queue)
             self.ctx.setdefault("queues", {})[loc.container_id] = queue
             return {"azure_queue": queue, "wait_time_s": 1}
         return {"poll": 0.2}
@@ -102,7 +102,7 @@ class Provider:
         """Azure: deliver what Event Grid would put into the Storage Queue (no emulator)."""
         if self.kind != "azure" or loc.container_id not in self.ctx.get("queues", {}):
             return
-        from cloudmirror.events.eventgrid import publish_blob_event
+        from cloudmirror.local.eventgrid_fake import publish_blob_event
 
         meta = await store.head(loc.full_key(key)) if op == "put" else None
         await publish_blob_event(self.ctx["queues"][loc.container_id], loc, loc.full_key(key), op, meta,

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 
+from cloudmirror.local.provision import create_gcs_bucket
 from cloudmirror.location import parse_location
 from cloudmirror.replication.history import key_versions
 from cloudmirror.stores import open_store
 from cloudmirror.stores.base import GetOptions, PutOptions
-from cloudmirror.stores.gcs import create_bucket as create_gcs_bucket
 from tests.conftest import gcs_location_url, unique_name
 from tests.integration.harness import Cloud, config, drained, eventually, running
 

@@ -34,7 +34,7 @@ async def _assert_converged_on_newest(r, src: str, dst: str, newest_etag: str) -
 
 @pytest.mark.parametrize("schema", ["eventgrid", "cloudevents"])
 async def test_azure_events_duplicated_and_reordered(schema, tmp_path, azurite, sqlite_url):
-    from cloudmirror.events.eventgrid import next_sequencer, publish_blob_event
+    from cloudmirror.local.eventgrid_fake import next_sequencer, publish_blob_event
 
     ctx = {"azurite": azurite, "schema": schema}
     az, disk = Provider("azure", ctx, tmp_path), Provider("file", ctx, tmp_path)
@@ -70,7 +70,7 @@ async def test_azure_events_duplicated_and_reordered(schema, tmp_path, azurite, 
 
 async def _send(queue_url: str, event: dict) -> None:
     from cloudmirror.events.azure_queue import open_queue_client
-    from cloudmirror.events.eventgrid import encode_eventgrid_message
+    from cloudmirror.local.eventgrid_fake import encode_eventgrid_message
 
     client, cred = open_queue_client(queue_url, aio=True)
     try:

@@ -302,12 +302,12 @@ def az(azurite):
     from azure.storage.blob import BlobServiceClient
     from azure.storage.queue import QueueClient
 
-    from cloudmirror.events.azure_queue import ensure_queue
+    from cloudmirror.local.provision import ensure_azure_queue
 
     queue = unique_name("q")
     url = f"az://{ACCOUNT}/{queue}?connection_string_env=AZURITE_CONN_{ACCOUNT.upper()}"
-    ensure_queue(url)
-    ensure_queue(url)
+    ensure_azure_queue(url)
+    ensure_azure_queue(url)
     blobs = BlobServiceClient.from_connection_string(azurite.connection_string(ACCOUNT))
     container = blobs.create_container(unique_name("ctr"))
     qc = QueueClient.from_connection_string(azurite.connection_string(ACCOUNT), queue)
@@ -325,7 +325,7 @@ def az(azurite):
 
 @pytest.mark.parametrize("schema", ["eventgrid", "cloudevents"])
 async def test_azure_queue_feed_reads_event_grid_blob_events(az, schema):
-    from cloudmirror.events.eventgrid import FakeEventGridPublisher
+    from cloudmirror.local.eventgrid_fake import FakeEventGridPublisher
 
     pub = FakeEventGridPublisher(ACCOUNT, az.queue.send_message, schema=schema)
     keys = ["plain.txt", "dir/with space+plus%.txt", "ü €/日本.bin"]
@@ -367,7 +367,7 @@ async def test_azure_queue_feed_reads_event_grid_blob_events(az, schema):
 
 async def test_azure_extend_renews_the_pop_receipt_and_keeps_the_message_hidden(az):
     from cloudmirror.events.azure_queue import AzureQueueFeed
-    from cloudmirror.events.eventgrid import FakeEventGridPublisher
+    from cloudmirror.local.eventgrid_fake import FakeEventGridPublisher
 
     pub = FakeEventGridPublisher(ACCOUNT, az.queue.send_message)
     az.container.upload_blob("k", b"abc")
@@ -389,7 +389,7 @@ async def test_azure_extend_renews_the_pop_receipt_and_keeps_the_message_hidden(
 
 async def test_azure_unacked_message_returns_and_poison_messages_are_dead_lettered(az):
     from cloudmirror.events.azure_queue import AzureQueueFeed
-    from cloudmirror.events.eventgrid import FakeEventGridPublisher
+    from cloudmirror.local.eventgrid_fake import FakeEventGridPublisher
 
     az.queue.send_message("this is not an event")
     pub = FakeEventGridPublisher(ACCOUNT, az.queue.send_message)
@@ -425,14 +425,15 @@ async def test_azure_feed_errors_name_the_queue(azurite):
 
 
 async def test_azure_queue_by_endpoint_and_account_key(azurite, monkeypatch):
-    from cloudmirror.events.azure_queue import AzureQueueFeed, ensure_queue
-    from cloudmirror.events.eventgrid import FakeEventGridPublisher
+    from cloudmirror.events.azure_queue import AzureQueueFeed
     from cloudmirror.local.azurite import SECOND_ACCOUNT
+    from cloudmirror.local.eventgrid_fake import FakeEventGridPublisher
+    from cloudmirror.local.provision import ensure_azure_queue
 
     monkeypatch.setenv("AZURE_STORAGE_KEY", azurite.accounts[SECOND_ACCOUNT])
     port = azurite.queue_endpoint(SECOND_ACCOUNT).rsplit(":", 1)[1].split("/")[0]
     url = f"az://{SECOND_ACCOUNT}/{unique_name('q')}?endpoint=http://127.0.0.1:{port}&credential=key"
-    ensure_queue(url)
+    ensure_azure_queue(url)
     feed = AzureQueueFeed(url, wait_time_s=2)
     try:
         sent = []

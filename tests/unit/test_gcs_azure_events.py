@@ -9,17 +9,10 @@ from datetime import UTC, datetime
 import pytest
 
 from cloudmirror.events.base import MalformedEvent
-from cloudmirror.events.eventgrid import (
-    CREATED,
-    DELETED,
-    FakeEventGridPublisher,
-    blob_event,
-    decode_queue_text,
-    encode_eventgrid_message,
-    parse_queue_message,
-)
+from cloudmirror.events.eventgrid import CREATED, DELETED, decode_queue_text, parse_queue_message
 from cloudmirror.events.gcs_events import is_overwrite_half, message_body, parse_notification
 from cloudmirror.ledger.repo import is_newer
+from cloudmirror.local.eventgrid_fake import FakeEventGridPublisher, blob_event, encode_eventgrid_message
 
 # ----------------------------------------------------------------------------- GCS
 G1, G2 = 1795557999601464, 1795557999603482

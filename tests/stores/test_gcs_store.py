@@ -1,6 +1,7 @@
 """GCS-specific behaviour of the GCS store, on fake-gcs-server: tags kept as metadata
 entries, rewrite copies, the verify-before-finalise invariant of resumable uploads, bounded
-memory of streamed transfers, generation pinning and error classification."""
+memory of streamed transfers, generation pinning and errors. (The rules that need no emulator
+are in tests/unit/test_gcs_rules.py.)"""
 
 from __future__ import annotations
 
@@ -10,13 +11,11 @@ import tracemalloc
 from collections.abc import AsyncIterator
 
 import pytest
-import requests
-from google.api_core import exceptions as gx
 
 from cloudmirror import metrics
+from cloudmirror.local.provision import create_gcs_bucket, delete_gcs_bucket
 from cloudmirror.location import parse_location
 from cloudmirror.stores.base import (
-    AccessDenied,
     BucketNotFound,
     ChecksumMismatch,
     CopyOptions,
@@ -28,10 +27,9 @@ from cloudmirror.stores.base import (
     NotFound,
     PreconditionFailed,
     PutOptions,
-    RetryableError,
 )
-from cloudmirror.stores.gcs import GCSStore, create_bucket, delete_bucket
-from cloudmirror.stores.gcs_common import TAG_PREFIX, classify_error, storage_class_for
+from cloudmirror.stores.gcs import GCSStore
+from cloudmirror.stores.gcs.common import TAG_PREFIX
 from tests.conftest import gcs_location_url, unique_name
 
 MiB = 1024 * 1024
@@ -45,7 +43,7 @@ async def new_store(gcs_endpoint):
     def make(versioned: bool = False, bucket: str | None = None) -> GCSStore:
         loc = parse_location(gcs_location_url(gcs_endpoint, bucket or unique_name("cm")))
         if bucket is None:
-            create_bucket(loc, versioned=versioned)
+            create_gcs_bucket(loc, versioned=versioned)
             made.append(loc)
         s = GCSStore(loc)
         opened.append(s)
@@ -55,7 +53,7 @@ async def new_store(gcs_endpoint):
     for s in opened:
         await s.close()
     for loc in made:
-        delete_bucket(loc)
+        delete_gcs_bucket(loc)
 
 
 def raw_blob(store: GCSStore, key: str):
@@ -357,41 +355,6 @@ async def test_error_classification_against_the_emulator(new_store):
         await store.head("k", HeadOptions(version_id=first.version_id))
     with pytest.raises(FatalError, match="FROZEN"):
         await store.put("k", b"3", PutOptions(storage_class="FROZEN"))
-
-
-def test_classify_error_maps_sdk_and_transport_exceptions():
-    from google.cloud.storage.exceptions import DataCorruption
-
-    cases = [
-        (gx.NotFound("No such object: b/k"), NotFound),
-        (gx.NotFound("The specified bucket does not exist."), BucketNotFound),
-        (gx.Forbidden("denied"), AccessDenied),
-        (gx.Unauthorized("who"), AccessDenied),
-        (gx.PreconditionFailed("412"), PreconditionFailed),
-        (gx.TooManyRequests("slow down"), RetryableError),
-        (gx.ServiceUnavailable("503"), RetryableError),
-        (gx.InternalServerError("500"), RetryableError),
-        (gx.BadRequest("Provided MD5 hash doesn't match"), ChecksumMismatch),
-        (gx.BadRequest("Invalid argument"), FatalError),
-        (requests.exceptions.ConnectionError("reset"), RetryableError),
-        (requests.exceptions.ReadTimeout("slow"), RetryableError),
-        (DataCorruption(None, "checksum mismatch"), ChecksumMismatch),
-        (ValueError("boom"), FatalError),
-    ]
-    for exc, cls in cases:
-        err = classify_error(exc, "bkt", "key")
-        assert type(err) is cls, (exc, err)
-        assert "gs://bkt" in str(err)
-    assert "NoSuchBucket" in str(classify_error(gx.NotFound("Not Found"), "bkt", missing="bucket"))
-    assert RetryableError.retryable and classify_error(gx.RetryError("deadline", gx.ServiceUnavailable("x")), "b").retryable
-
-
-def test_storage_class_mapping():
-    assert [storage_class_for(c, "w") for c in ("STANDARD_IA", "onezone_ia", "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE",
-                                                "Cool", "Archive", "NEARLINE", "STANDARD", None)] == [
-        "NEARLINE", "NEARLINE", "COLDLINE", "ARCHIVE", "ARCHIVE", "NEARLINE", "ARCHIVE", "NEARLINE", "STANDARD", None]
-    with pytest.raises(FatalError, match="'OUTPOSTS'"):
-        storage_class_for("OUTPOSTS", "gs://b/k")
 
 
 async def test_abort_upload_never_sends_credentials_elsewhere(new_store):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cloudmirror.stores.s3_fence import FENCE_SID, fence_statement, principal_arn
+from cloudmirror.stores.s3.fence import FENCE_SID, fence_statement, principal_arn
 
 
 def test_an_assumed_role_is_exempted_by_its_role_arn():

@@ -1,5 +1,6 @@
-"""S3-specific behaviour of S3Store on moto: bounded memory, aborts, request counting, error
-classification. (The behaviour every store shares is in tests/conformance.)"""
+"""S3-specific behaviour of S3Store on moto: bounded memory, aborts, request counting, errors.
+(The behaviour every store shares is in tests/conformance; the rules that need no emulator
+are in tests/unit/test_s3_rules.py.)"""
 
 from __future__ import annotations
 
@@ -7,83 +8,32 @@ import hashlib
 import random
 
 import pytest
-from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 
 from cloudmirror import metrics
+from cloudmirror.local.provision import create_s3_bucket
 from cloudmirror.location import parse_location
 from cloudmirror.stores.base import (
     AccessDenied,
-    BucketNotFound,
-    ChecksumMismatch,
     CopyOptions,
     FatalError,
     HeadOptions,
     ListOptions,
     NotFound,
-    PreconditionFailed,
     PutOptions,
     RetryableError,
 )
-from cloudmirror.stores.s3 import S3Store, classify_error, create_bucket
-from cloudmirror.stores.s3_transfer import effective_part_size, multipart_etag
+from cloudmirror.stores.s3 import S3Store
+from cloudmirror.stores.s3.transfer import multipart_etag
 from tests.conftest import unique_name
+from tests.unit.test_s3_rules import client_error
 
 MiB = 1024 * 1024
-
-
-def client_error(code: str, status: int, message: str = "msg", headers: dict | None = None) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": message},
-                        "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers or {}}}, "Op")
-
-
-@pytest.mark.parametrize(("exc", "expected"), [
-    (client_error("NoSuchKey", 404), NotFound),
-    (client_error("404", 404), NotFound),
-    (client_error("NoSuchBucket", 404), BucketNotFound),
-    (client_error("AccessDenied", 403), AccessDenied),
-    (client_error("InvalidAccessKeyId", 403), AccessDenied),
-    (client_error("SignatureDoesNotMatch", 403), AccessDenied),
-    (client_error("AllAccessDisabled", 403), AccessDenied),
-    (client_error("PreconditionFailed", 412), PreconditionFailed),
-    (client_error("412", 412), PreconditionFailed),
-    (client_error("SlowDown", 503), RetryableError),
-    (client_error("ThrottlingException", 400), RetryableError),
-    (client_error("RequestTimeout", 400), RetryableError),
-    (client_error("InternalError", 500), RetryableError),
-    (client_error("WhateverBroke", 502), RetryableError),
-    (client_error("BadDigest", 400), ChecksumMismatch),
-    (client_error("InvalidArgument", 400), FatalError),
-    (client_error("MethodNotAllowed", 405, headers={"x-amz-delete-marker": "true"}), NotFound),
-    (EndpointConnectionError(endpoint_url="http://x"), RetryableError),
-    (ConnectTimeoutError(endpoint_url="http://x"), RetryableError),
-    (ReadTimeoutError(endpoint_url="http://x"), RetryableError),
-    (ValueError("odd"), FatalError),
-])
-def test_classify_error(exc, expected):
-    err = classify_error(exc, "bkt", "a/key")
-    assert type(err) is expected
-    assert str(err).startswith("s3://bkt/a/key: ")
-    assert err.retryable == (expected in (RetryableError, ChecksumMismatch))
-
-
-def test_classify_error_message_names_code_and_object():
-    err = classify_error(client_error("NoSuchBucket", 404, "The specified bucket does not exist"), "bkt", "k")
-    assert str(err) == "s3://bkt/k: NoSuchBucket: The specified bucket does not exist"
-    assert err.code == "NoSuchBucket"
-
-
-def test_part_size_grows_to_fit_10000_parts():
-    assert effective_part_size(1, None) == 5 * MiB
-    assert effective_part_size(8 * MiB, 100 * MiB) == 8 * MiB
-    big = 200 * 1024**3
-    ps = effective_part_size(8 * MiB, big)
-    assert ps % MiB == 0 and -(-big // ps) <= 10_000
 
 
 @pytest.fixture
 async def store(moto_endpoint):
     bucket = unique_name("cm")
-    create_bucket(moto_endpoint, "us-east-1", bucket)
+    create_s3_bucket(moto_endpoint, "us-east-1", bucket)
     s = S3Store(parse_location(f"s3://{bucket}?region=us-east-1&endpoint={moto_endpoint}"))
     yield s
     await s.close()
@@ -188,7 +138,7 @@ async def test_failed_part_copy_aborts_the_upload(store, monkeypatch):
 
 async def test_head_of_a_delete_marker_version_is_not_found(moto_endpoint):
     bucket = unique_name("cm")
-    create_bucket(moto_endpoint, "us-east-1", bucket, versioned=True)
+    create_s3_bucket(moto_endpoint, "us-east-1", bucket, versioned=True)
     s = S3Store(parse_location(f"s3://{bucket}?region=us-east-1&endpoint={moto_endpoint}"))
     try:
         await s.put("k", b"x")
@@ -220,7 +170,7 @@ async def test_can_copy_from_same_endpoint_and_profile_only(store):
 
 async def test_cross_region_copy_goes_through_the_target_region(store, moto_endpoint):
     bucket = unique_name("cm")
-    create_bucket(moto_endpoint, "eu-west-1", bucket)
+    create_s3_bucket(moto_endpoint, "eu-west-1", bucket)
     target = S3Store(parse_location(f"s3://{bucket}?region=eu-west-1&endpoint={moto_endpoint}"))
     try:
         put = await store.put("k", b"hello")
