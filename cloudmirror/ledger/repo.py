@@ -28,8 +28,10 @@ V = versions.c
 
 
 def _is_transient(e: BaseException) -> bool:
-    """PostgreSQL deadlock (40P01) or serialization failure (40001): safe to run again."""
-    return isinstance(e, OperationalError) and getattr(e.orig, "sqlstate", None) in ("40P01", "40001")
+    """PostgreSQL deadlock (40P01) or serialization failure (40001), or SQLite still busy or
+    locked after its busy timeout: the transaction rolled back, safe to run again."""
+    return isinstance(e, OperationalError) and (getattr(e.orig, "sqlstate", None) in ("40P01", "40001")
+                                                or db.is_locked(e))
 
 
 _retry_transient = retry(retry=retry_if_exception(_is_transient), stop=stop_after_attempt(8),
