@@ -6,18 +6,22 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast venv localstack-venv bench bench-tools browser clean
+.PHONY: demo test test-fast lint venv localstack-venv bench bench-tools browser clean
 
 demo: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/cloudmirror demo
 
-test: $(STAMP) $(NODE_STAMP) localstack-venv browser
+test: $(STAMP) $(NODE_STAMP) localstack-venv browser lint
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider --durations=25 $(PYTEST_ARGS)
 
 test-fast: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/python -m pytest -q -m "not localstack" $(PYTEST_ARGS)
 
 venv: $(STAMP) $(NODE_STAMP)
+
+# ruff (pyflakes, pycodestyle, isort, bugbear; configured in pyproject.toml)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 # Azurite (the Azure Blob/Queue emulator) from the npm registry, pinned by package-lock.json
 $(NODE_STAMP): package.json package-lock.json

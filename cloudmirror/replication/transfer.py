@@ -31,6 +31,7 @@ from cloudmirror.stores.base import (
     Store,
     UploadStartedHook,
 )
+from cloudmirror.stores.streams import crc32c_hasher
 
 
 @dataclass
@@ -126,7 +127,7 @@ class StreamCheck:
     def __init__(self, meta: ObjectMeta):
         self.meta = meta
         self.size = 0
-        self.crc = _crc32c() if meta.md5 is None and "crc32c" in meta.checksums else None
+        self.crc = crc32c_hasher() if meta.md5 is None and "crc32c" in meta.checksums else None
 
     def update(self, chunk: bytes) -> None:
         self.size += len(chunk)
@@ -142,11 +143,3 @@ class StreamCheck:
             if got != self.meta.checksums["crc32c"]:
                 raise ChecksumMismatch(f"{where}: CRC32C of bytes read {got} != source {self.meta.checksums['crc32c']}",
                                        code="BadDigest")
-
-
-def _crc32c():
-    try:
-        import google_crc32c
-    except ImportError:  # without the gcs extra there are no crc32c-only sources either
-        return None
-    return google_crc32c.Checksum()

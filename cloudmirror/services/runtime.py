@@ -28,7 +28,7 @@ from cloudmirror.replication.worker import WorkerPool
 from cloudmirror.services import mirrors
 from cloudmirror.stores import open_store
 
-log = logging.getLogger("cloudmirror.services.runtime")
+log = logging.getLogger("cloudmirror.service")
 CONTROL_POLL_S = 1.0  # how often a running service looks for changed mirrors in the ledger
 
 
@@ -207,7 +207,7 @@ class Service:
 
     async def reconcile(self, mirror: str, target: str | None = None, **kw) -> list[Progress]:
         """Reconcile one mirror with one or all of its targets (see replication.reconcile).
-        Raises KeyError for an unknown mirror or target, StoreError when a listing fails."""
+        Raises MirrorNotFound, InvalidInput (not a target of the mirror), StoreError when a listing fails."""
         m = self.config.mirror(mirror)
         targets = [m.target(target)] if target else list(m.targets)
         out = []

@@ -28,6 +28,17 @@ async def md5_update(h: Any, data: bytes) -> None:
         h.update(data)
 
 
+def crc32c_hasher() -> Any | None:
+    """A running CRC32C (`update(bytes)`, `digest()`: 4 bytes big-endian, as GCS reports it
+    base64-encoded), or None without the gcs extra (then there are no CRC32C-only sources
+    either)."""
+    try:
+        import google_crc32c
+    except ImportError:
+        return None
+    return google_crc32c.Checksum()
+
+
 async def read_up_to(it: AsyncIterator[bytes], n: int) -> tuple[list[bytes], int, bool]:
     """Read chunks from `it` until at least n bytes or the end; returns (the chunks, their
     size, ended). Empty chunks are dropped and a chunk that is not `bytes` is copied (a
