@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -74,47 +77,119 @@ def pg_available():
         return False
 
 
-def _make_db_url(kind: str, tmp_path: Path, pg_available: bool):
-    """A fresh, migrated ledger database URL; returns (url, cleanup)."""
+# ---------------------------------------------------------------- ledger databases
+# The migrations run once per session into a template (a SQLite file, a PostgreSQL database);
+# each test gets a copy of it: a file copy, or CREATE DATABASE ... TEMPLATE.
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    """A SQLite ledger file migrated to head, once per session (copied per test)."""
     from cloudmirror.ledger.db import upgrade
 
-    if kind == "sqlite":
-        url = f"sqlite:///{tmp_path / 'ledger.db'}"
-        upgrade(url)
-        return url, lambda: None
+    path = tmp_path_factory.mktemp("ledger-template") / "ledger.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+def _copy_sqlite(template: Path, dest: Path) -> str:
+    """Copy the template (and its WAL, should one be left) to `dest`; return its URL."""
+    shutil.copyfile(template, dest)
+    wal = template.with_name(template.name + "-wal")
+    if wal.exists():
+        shutil.copyfile(wal, dest.with_name(dest.name + "-wal"))
+    return f"sqlite:///{dest}"
+
+
+def _pg_url(name: str) -> str:
+    return f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}".replace("postgresql://", "postgresql+psycopg://")
+
+
+def _drop_stale_templates(conn) -> None:
+    """Templates left by sessions that died before their teardown (their pid is gone)."""
+    from cloudmirror.local.procs import pid_alive
+
+    rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'cmtest\\_template\\_%'").fetchall()
+    for (name,) in rows:
+        pid = name.split("_")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_available):
+    """A PostgreSQL database migrated to head, once per session; dropped at the end.
+
+    Nothing stays connected to it (Alembic's engine uses NullPool and is disposed), as
+    CREATE DATABASE ... TEMPLATE requires."""
+    from cloudmirror.ledger.db import upgrade
+
     if not pg_available:
         pytest.skip("PostgreSQL not reachable at " + PG_ADMIN_URL)
-    name = unique_name("cmtest").replace("-", "_")
+    name = f"cmtest_template_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     with _pg_admin() as conn:
+        _drop_stale_templates(conn)
         conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    url = f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://")
-    upgrade(url)
+    try:
+        upgrade(_pg_url(name))
+        yield name
+    finally:
+        with _pg_admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _create_from_template(template: str, name: str, *, timeout: float = 30.0) -> None:
+    """CREATE DATABASE name TEMPLATE template, retried while PostgreSQL says the template is in
+    use (another session's connection or copy still on it): polled with a deadline."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        try:
+            with _pg_admin() as conn:
+                conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+            return
+        except psycopg.errors.ObjectInUse:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
+def _make_db_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest):
+    """A fresh ledger database at the migrations' head, copied from the session's template;
+    returns (url, cleanup)."""
+    if kind == "sqlite":
+        return _copy_sqlite(request.getfixturevalue("sqlite_template"), tmp_path / "ledger.db"), lambda: None
+    template = request.getfixturevalue("pg_template")  # skips when PostgreSQL is not reachable
+    name = unique_name("cmtest").replace("-", "_")
+    _create_from_template(template, name)
 
     def cleanup():
         with _pg_admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    return url, cleanup
+    return _pg_url(name), cleanup
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def ledger_url(request, tmp_path, pg_available):
+def ledger_url(request, tmp_path):
     """A fresh ledger database, once on SQLite and once on PostgreSQL."""
-    url, cleanup = _make_db_url(request.param, tmp_path, pg_available)
+    url, cleanup = _make_db_url(request.param, tmp_path, request)
     yield url
     cleanup()
 
 
 @pytest.fixture
-def sqlite_url(tmp_path):
-    url, _ = _make_db_url("sqlite", tmp_path, False)
+def sqlite_url(request, tmp_path):
+    url, _ = _make_db_url("sqlite", tmp_path, request)
     return url
 
 
 @pytest.fixture
-def pg_url(tmp_path, pg_available):
-    url, cleanup = _make_db_url("postgres", tmp_path, pg_available)
+def pg_url(request, tmp_path):
+    url, cleanup = _make_db_url("postgres", tmp_path, request)
     yield url
     cleanup()
 
@@ -136,20 +211,43 @@ def moto_endpoint_b(tmp_path_factory):
     proc.stop()
 
 
-@pytest.fixture(scope="session")
-def localstack_endpoint(tmp_path_factory):
-    """LocalStack in host mode (its venv is built by `localstack/launch venv`, run by `make test`)."""
-    from cloudmirror.local.localstack import start_localstack
-    from cloudmirror.local.procs import LaunchError
+@dataclass(frozen=True)
+class LocalStack:
+    """The session's LocalStack: its endpoint, port and per-run data directory."""
 
+    endpoint: str
+    port: int
+    data_dir: Path
+
+
+@pytest.fixture(scope="session")
+def localstack(tmp_path_factory):
+    """One LocalStack in host mode for the whole session (its venv is built by `localstack/launch
+    venv`, run by `make test`), with the demo setup of localstack/init/ready.d; tests isolate
+    themselves with fresh bucket and queue names. At the end it must stop on SIGTERM (exit 0,
+    not the SIGKILL fallback) and free its port."""
+    from cloudmirror.local import procs
+    from cloudmirror.local.localstack import start_localstack
+
+    log_dir = tmp_path_factory.mktemp("localstack")
     try:
-        proc, endpoint = start_localstack(log_dir=tmp_path_factory.mktemp("localstack"), init_hooks=False)
-    except LaunchError as e:
+        proc, endpoint = start_localstack(log_dir=log_dir, init_hooks=True)
+    except procs.LaunchError as e:
         if os.environ.get("CI"):
             raise
         pytest.skip(f"LocalStack unavailable here: {e}")
-    yield endpoint
-    proc.stop()
+    port = int(endpoint.rsplit(":", 1)[1])
+    yield LocalStack(endpoint=endpoint, port=port, data_dir=log_dir / f"localstack-{port}")
+    proc.stop(timeout=15)
+    assert proc.popen.returncode == 0, f"LocalStack exit code {proc.popen.returncode}:\n{proc.log_tail()}"
+    assert not procs.pid_alive(proc.pid)
+    assert not procs.port_open(port)
+
+
+@pytest.fixture(scope="session")
+def localstack_endpoint(localstack) -> str:
+    """The session's LocalStack endpoint URL."""
+    return localstack.endpoint
 
 
 # ---------------------------------------------------------------- Google Cloud and Azure emulators

@@ -23,22 +23,29 @@ COMMANDS = [[], ["run"], ["worker"], ["api"], ["status"], ["db"], ["db", "upgrad
             ["report"], ["report", "verify"]]
 
 
-def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def cli(*args: str, cwd: Path | None = None, env: dict | None = None,
+        timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout,
                           env={**os.environ, "COLUMNS": "200", **(env or {})})
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "top")
 def test_every_command_has_help(cmd):
-    r = cli(*cmd, "--help")
-    assert r.returncode == 0, r.stderr
+    """In-process through typer's CliRunner (the installed script runs the same `app`)."""
+    from typer.testing import CliRunner
+
+    from cloudmirror.cli import app
+
+    r = CliRunner().invoke(app, [*cmd, "--help"], prog_name="cloudmirror", env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.stderr
     assert "Usage:" in r.stdout
 
 
 @pytest.mark.parametrize("content,reason", [
     (None, "cannot read config"),
     ("mirrors: [", "is not valid YAML"),
-    ("mirrors:\n  - name: m\n    source: ftp://x\n    targets: [s3://abc]\n", "mirrors[0].source: unknown scheme 'ftp'"),
+    ("mirrors:\n  - name: m\n    source: ftp://x\n    targets: [s3://abc]\n",
+     "mirrors[0].source: unknown scheme 'ftp'"),
 ])
 def test_bad_config_exits_non_zero_with_one_line(tmp_path, content, reason):
     cfg = tmp_path / "c.yaml"
@@ -60,7 +67,8 @@ def test_db_upgrade_and_status(tmp_path, moto_endpoint):
     cloud = Cloud(moto_endpoint)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"ledger": f"sqlite:///{tmp_path / 'l.db'}", "mirrors": [
-        {"name": "m", "source": cloud.url(cloud.bucket()), "targets": [cloud.url(cloud.bucket("eu-west-1"), "eu-west-1")]}]}))
+        {"name": "m", "source": cloud.url(cloud.bucket()),
+         "targets": [cloud.url(cloud.bucket("eu-west-1"), "eu-west-1")]}]}))
     r = cli("status", "-c", str(cfg))
     assert r.returncode == 2 and "db upgrade" in r.stderr
     assert cli("db", "upgrade", "-c", str(cfg)).returncode == 0
@@ -141,7 +149,8 @@ def test_demo_runs_end_to_end_and_stops_what_it_started():
     assert "s3://cloudmirror-demo-euw1 (eu-west-1) holds exactly the 45 objects of s3://cloudmirror-demo-use1" in out
     assert "gs://cloudmirror-demo-dr holds exactly the 45 objects of s3://cloudmirror-demo-use1" in out
     assert "az://devstoreaccount1/cloudmirror-demo-dr holds exactly the 45 objects of s3://" in out
-    assert "az://cmdrstore/cloudmirror-demo-from-gcs holds exactly the 10 objects of gs://cloudmirror-demo-gcs-src" in out
+    assert ("az://cmdrstore/cloudmirror-demo-from-gcs holds exactly the 10 objects of "
+            "gs://cloudmirror-demo-gcs-src") in out
     assert "local cloud stopped" in out
     line = next(line for line in out.splitlines() if line.startswith("local cloud at "))
     ports = [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", line)] + [int(re.search(r"blob port (\d+)", line)[1])]

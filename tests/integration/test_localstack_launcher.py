@@ -1,6 +1,7 @@
 """LocalStack host-mode launcher: the demo setup exists and S3 -> SQS events are AWS-faithful.
 
-One LocalStack for the module (start_localstack builds .localstack-venv on first use).
+The session's LocalStack (tests/conftest.py `localstack`: start_localstack with the init hooks,
+shared by every LocalStack test); its teardown checks that it stops on SIGTERM and frees its port.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from urllib.parse import unquote_plus
 
 import pytest
 
-from cloudmirror.local import procs
 from cloudmirror.local.localstack import (
     DEMO_QUEUE,
     DEMO_SOURCE_BUCKET,
@@ -21,7 +21,6 @@ from cloudmirror.local.localstack import (
     DEMO_TARGET_BUCKET,
     DEMO_TARGET_REGION,
     health,
-    start_localstack,
 )
 
 pytestmark = pytest.mark.localstack
@@ -30,24 +29,11 @@ EVENT_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
 @pytest.fixture(scope="module")
-def localstack(tmp_path_factory):
-    log_dir = tmp_path_factory.mktemp("localstack")
-    proc, endpoint = start_localstack(log_dir=log_dir, init_hooks=True)
-    port = int(endpoint.rsplit(":", 1)[1])
-    yield {"endpoint": endpoint, "port": port, "data_dir": log_dir / f"localstack-{port}"}
-    proc.stop(timeout=15)
-    # stopped by SIGTERM (LocalStack exits 0), not by the SIGKILL fallback, and the port is free
-    assert proc.popen.returncode == 0, f"LocalStack exit code {proc.popen.returncode}:\n{proc.log_tail()}"
-    assert not procs.pid_alive(proc.pid)
-    assert not procs.port_open(port)
-
-
-@pytest.fixture(scope="module")
 def aws(localstack):
     import boto3
 
     def client(service, region=DEMO_SOURCE_REGION):
-        return boto3.client(service, region_name=region, endpoint_url=localstack["endpoint"])
+        return boto3.client(service, region_name=region, endpoint_url=localstack.endpoint)
 
     return client
 
@@ -79,7 +65,7 @@ def records_for(sqs, queue_url: str, key: str, *, want: int, timeout: float = 30
 
 
 def test_services_up(localstack):
-    states = health(localstack["endpoint"])
+    states = health(localstack.endpoint)
     for service in ("s3", "sqs", "sns", "events", "kms"):
         assert states.get(service) in ("available", "running"), states
 
@@ -104,7 +90,7 @@ def test_demo_setup_exists(aws, queue_url):
 
 def test_s3_data_stays_in_the_run_dir(aws, localstack):
     # host_runtime.py moves S3 storage out of the shared /tmp/localstack-s3-storage
-    assert (localstack["data_dir"] / "s3" / DEMO_SOURCE_BUCKET).is_dir()
+    assert (localstack.data_dir / "s3" / DEMO_SOURCE_BUCKET).is_dir()
 
 
 def test_put_event_has_version_and_sequencer(aws, queue_url):
