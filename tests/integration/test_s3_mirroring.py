@@ -129,11 +129,14 @@ async def test_two_way_mirror_copies_each_write_once_then_stays_quiet(cloud, led
     # deletes travel too, and the echo of a delete never removes a newer original write
     async with running(cfg) as r:
         s3.delete_object(Bucket=a, Key="obj-000")
-        # a loaded machine (2 cores shared with moto) takes tens of seconds here: a generous deadline
-        await eventually(converged(cloud, a, b), timeout=90, message="the delete reached B")
+        # a loaded machine (2 cores shared with moto) takes tens of seconds here: a generous deadline.
+        # The ledger is watched first (cheap); a snapshot of both buckets costs ~400 requests.
         await eventually(lambda: r.ledger.count(mirror="b2a") == 101 and r.ledger.backlog() == 0, timeout=90,
                          message="the echo of the delete was handled")
+        await eventually(converged(cloud, a, b), timeout=90, message="the delete reached B")
         s3.put_object(Bucket=a, Key="obj-000", Body=b"reborn")
+        await eventually(lambda: r.ledger.count(mirror="b2a") == 102 and r.ledger.backlog() == 0, timeout=90,
+                         message="the echo of the re-write was handled")
         await eventually(converged(cloud, a, b), timeout=90, message="the re-write reached B")
     assert s3.get_object(Bucket=a, Key="obj-000")["Body"].read() == b"reborn"
     # quiet: nothing new arrives on either queue afterwards
