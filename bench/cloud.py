@@ -130,7 +130,8 @@ def check_replicas(moto: Moto, src: str, dst: str, expected: int) -> str | None:
     differ = sorted(k for k in set(a) & set(b) if a[k] != b[k])
     extra = sorted(set(b) - set(a))
     if missing or differ or extra:
-        return f"{dst}: {len(missing)} missing, {len(differ)} differ, {len(extra)} extra (e.g. {(missing + differ + extra)[:3]})"
+        return (f"{dst}: {len(missing)} missing, {len(differ)} differ, {len(extra)} extra "
+                f"(e.g. {(missing + differ + extra)[:3]})")
     return None
 
 

@@ -38,7 +38,8 @@ def _category(path: str, func: str) -> str:
                         ("hmac", "hashing"), ("prometheus_client/", "prometheus_client"),
                         ("uvicorn/", "API server"), ("starlette/", "API server"), ("fastapi/", "API server"),
                         ("pydantic", "pydantic"), ("alembic/", "startup (alembic, imports)"),
-                        ("importlib", "startup (alembic, imports)"), ("<frozen importlib", "startup (alembic, imports)"),
+                        ("importlib", "startup (alembic, imports)"),
+                        ("<frozen importlib", "startup (alembic, imports)"),
                         ("<frozen", "stdlib (frozen: os.path, ...)"),
                         ("logging/", "logging"), ("cloudmirror/", "cloudmirror"), ("api/", "cloudmirror"),
                         ("copy.py", "copy/deepcopy"), ("urllib/", "urllib"), ("ssl.py", "ssl"),
@@ -105,7 +106,8 @@ def summarise_collapsed(lines: list[str]) -> dict:
             areas.add("any SQLAlchemy frame")
         for area in areas:
             incl_area[area] += n
-        for key in {f"{f} ({p})" for f, p in frames if "cloudmirror/" in p and not p.endswith(("cli.py", "service.py"))}:
+        for key in {f"{f} ({p})" for f, p in frames
+                    if "cloudmirror/" in p and not p.endswith(("cli.py", "service.py"))}:
             incl_func[key] += n
     return {"samples": total, "startup_samples": startup, "idle_samples": idle,
             "steady_samples": total - startup - idle, "self": dict(self_cat.most_common()),
@@ -187,16 +189,16 @@ def _with_py_spy(ctx, spy: str, n: int, source: str, target: str, queue: str) ->
     if not raw.exists():
         raise BenchError(f"py-spy wrote no profile:\n{sampler.log_tail()}")
     out = summarise_collapsed(raw.read_text().splitlines())
-    out.update(tool=f"py-spy record --gil --nonblocking --rate {rate} (samples of whichever thread holds the GIL, i.e. Python CPU; time in C with the GIL released, such as SQLite's own work, is not seen)",
+    out.update(tool=f"py-spy record --gil --nonblocking --rate {rate} (samples of whichever thread holds the GIL, "
+                    "i.e. Python CPU; time in C with the GIL released, such as SQLite's own work, is not seen)",
                cpu_total=ru.cpu, wall=t["last_completed"] - cm.child.epoch0, objects=n)
     return out
 
 
 def _with_cprofile(ctx, n: int, source: str, target: str, queue: str) -> dict:
+    from bench.mirror import Ledger
     from cloudmirror.config import load_config
     from cloudmirror.services.runtime import Service, upgrade_db
-
-    from bench.mirror import Ledger
 
     path, db = ctx.workdir / "profile-inproc.yaml", ctx.workdir / "profile-inproc.db"
     write_config(path, ledger=db, port=0, source=source, target=target, queue_url=queue)
@@ -242,7 +244,8 @@ def _with_cprofile(ctx, n: int, source: str, target: str, queue: str) -> dict:
         stats.add(p)
     stats.dump_stats(str(ctx.workdir / "profile.pstats"))
     out = summarise_pstats(stats)
-    out.update(tool="cProfile in-process, timer time.thread_time (CPU per thread; main thread + every executor thread; deterministic, so call-heavy Python code is inflated)",
+    out.update(tool="cProfile in-process, timer time.thread_time (CPU per thread; main thread + every executor thread; "
+                    "deterministic, so call-heavy Python code is inflated)",
                cpu_total=cpu, wall=wall, objects=n)
     return out
 

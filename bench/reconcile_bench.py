@@ -157,7 +157,8 @@ def _parse_json_rows(text: str) -> list | None:
     return None
 
 
-def _cloudmirror_reconcile(ctx: Ctx, mlog: MotoLog, cfg: Path, tag: str, n: int, *, profile: Path | None = None) -> dict:
+def _cloudmirror_reconcile(ctx: Ctx, mlog: MotoLog, cfg: Path, tag: str, n: int, *,
+                           profile: Path | None = None) -> dict:
     metrics_out = ctx.workdir / f"{tag}.metrics"
     env = {**ctx.env, "BENCH_METRICS_OUT": str(metrics_out), "COLUMNS": "200"}
     if profile is not None:
@@ -263,7 +264,8 @@ def noop_reconcile(ctx: Ctx, n: int, *, rounds: int = 2, profile: bool = True) -
         rnd: dict = {}
         ctx.log(f"[reconcile] round {i + 1}/{rounds}: cloudmirror reconcile ({n} objects) ...")
         rnd["cloudmirror"] = _cloudmirror_reconcile(ctx, mlog, cfg_path, f"reconcile-cm-{i}", n)
-        rnd["cloudmirror"]["verify"] = rnd["cloudmirror"].get("error") or _check_reconcile(rnd["cloudmirror"]["result"], n)
+        rnd["cloudmirror"]["verify"] = (rnd["cloudmirror"].get("error")
+                                        or _check_reconcile(rnd["cloudmirror"]["result"], n))
         ctx.log(f"[reconcile] round {i + 1}/{rounds}: rclone check ...")
         rnd["rclone"] = _rclone_check(ctx, mlog, conf, src, dst, f"reconcile-rclone-{i}", n)
         ctx.log(f"[reconcile] round {i + 1}/{rounds}: s5cmd sync --dry-run ...")
@@ -347,7 +349,8 @@ def backfill(ctx: Ctx, n: int) -> dict:
          "first_copy_s": t["first_started"] - cm.child.epoch0,
          "cpu_at_done": cpu_done, "cpu_total": ru.cpu, "exit_code": ru.returncode, "moto_cpu": moto_cpu,
          "storage_requests": counter_by(samples, STORAGE, "operation"), "requests": requests,
-         "runs": [dict(zip(("kind", "status", "started_at", "finished_at", "listed", "missing", "stale", "extra"), r))
+         "runs": [dict(zip(("kind", "status", "started_at", "finished_at", "listed", "missing", "stale", "extra"), r,
+                           strict=True))
                   for r in runs]}
     if c["runs"] and c["runs"][0]["finished_at"]:
         c["listing_done_s"] = c["runs"][0]["finished_at"] - cm.child.epoch0

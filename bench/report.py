@@ -96,7 +96,7 @@ sits next to the emulator's CPU):
    to the last `completed_at` in its ledger, then `s5cmd cp 's3://SRC/*' 's3://PEER/'`; both checked.
 
 Emulator CPU is moto's utime + stime from `/proc/PID/stat` before/after each phase.
-"""
+"""  # noqa: E501 - verbatim markdown of docs/benchmarks.md: a command line in its code block, a paragraph as written
 
 
 def _f(v, spec=".2f", unit="") -> str:
@@ -155,7 +155,7 @@ def copy_table(s: dict, startup_cpu: float | None) -> str:
     head = ["| | " + " | ".join(names[r] for r in runs) + " | s5cmd | "
             + " | ".join(f"{short[r]} / s5cmd" for r in runs) + " | goal (per cloudmirror run) |",
             "|---" * (2 * len(runs) + 3) + "|"]
-    excl = lambda cm: 1000 * (cm["cpu_at_done"] - startup_cpu) / n if startup_cpu is not None else None  # noqa: E731
+    excl = lambda cm: 1000 * (cm["cpu_at_done"] - startup_cpu) / n if startup_cpu is not None else None  # noqa: E731 - a one-line lambda reads better here
     rows = [
         row("wall: process start -> last replica (s)", lambda cm, _d: _f(cm["wall"]), _f(peer["wall"]),
             "wall_ratio", ("wall_ratio", GOALS["wall_ratio"])),
@@ -206,10 +206,11 @@ def latency_section(s: dict) -> str:
         out.append(f"\n{s.get('retried', 0)} replications needed more than one attempt.")
     share = s.get("histogram_share_le_250ms")
     idle_rate = s["idle"]["cpu"] / s["idle"]["seconds"]
-    out += ["", f"- Prometheus histogram `cloudmirror_replication_latency_seconds`: {_f(100 * share if share is not None else None, '.1f')} % "
-            f"of replicas within 250 ms.",
+    out += ["", f"- Prometheus histogram `cloudmirror_replication_latency_seconds`: "
+            f"{_f(100 * share if share is not None else None, '.1f')} % of replicas within 250 ms.",
             f"- cloudmirror CPU while replicating at this rate: {s['cloudmirror_cpu']:.2f} s = "
-            f"{1000 * s['cloudmirror_cpu'] / n:.2f} ms per object ({100 * s['cloudmirror_cpu'] / w['span_s']:.0f} % of a core); "
+            f"{1000 * s['cloudmirror_cpu'] / n:.2f} ms per object "
+            f"({100 * s['cloudmirror_cpu'] / w['span_s']:.0f} % of a core); "
             f"storage requests per object {_per_obj(s['storage_requests'], n)}; queue requests per object "
             f"{_per_obj(s['queue_requests'], n)}.",
             f"- Emulator CPU over the same window (includes serving the writer's PUTs): {s['moto_cpu']:.2f} s "
@@ -217,8 +218,10 @@ def latency_section(s: dict) -> str:
             f"- Startup (process start -> API up and the s3:TestEvent consumed): {s['startup']['wall']:.2f} s wall, "
             f"{s['startup']['cpu']:.2f} s CPU. Idle (nothing to do): {1000 * idle_rate:.0f} ms CPU per second "
             f"({100 * idle_rate:.1f} % of a core).",
-            f"- moto's eventTime minus the writer's PUT start: p50 {_f(s['event_time_minus_put_start_ms'].get('p50'), '.1f')} ms, "
-            f"max {_f(s['event_time_minus_put_start_ms'].get('max'), '.1f')} ms (UTC, millisecond resolution, truncated).",
+            f"- moto's eventTime minus the writer's PUT start: "
+            f"p50 {_f(s['event_time_minus_put_start_ms'].get('p50'), '.1f')} ms, "
+            f"max {_f(s['event_time_minus_put_start_ms'].get('max'), '.1f')} ms "
+            f"(UTC, millisecond resolution, truncated).",
             f"- Result check: {s['verify'] or 'ok'}; exit code {s['exit_code']}."]
     return "\n".join(out)
 
@@ -226,15 +229,16 @@ def latency_section(s: dict) -> str:
 def profile_section(p: dict) -> str:
     if "samples" in p:
         total = max(p["steady_samples"], 1)
-        fmt = lambda v: f"{100 * v / total:.1f} %"  # noqa: E731
+        fmt = lambda v: f"{100 * v / total:.1f} %"  # noqa: E731 - a one-line lambda reads better here
         head = (f"Tool: {p['tool']}; {p['objects']} objects drained in {p['wall']:.2f} s (process start -> last "
                 f"replica); whole-process CPU {p['cpu_total']:.2f} s. {p['samples']} samples: "
                 f"{100 * p['startup_samples'] / max(p['samples'], 1):.0f} % startup (imports, alembic), "
                 f"{100 * p['idle_samples'] / max(p['samples'], 1):.0f} % waits mis-sampled as busy (executor threads "
-                f"idle in queue.get, epoll); the shares below are of the remaining {p['steady_samples']} steady-state samples.")
+                f"idle in queue.get, epoll); the shares below are of the remaining {p['steady_samples']} "
+                f"steady-state samples.")
     else:
         total = p["seconds"]
-        fmt = lambda v: f"{100 * v / total:.1f} %"  # noqa: E731
+        fmt = lambda v: f"{100 * v / total:.1f} %"  # noqa: E731 - a one-line lambda reads better here
         head = (f"Tool: {p['tool']}; {p['objects']} objects in {p['wall']:.2f} s; process CPU {p['cpu_total']:.2f} s; "
                 f"{total:.2f} s of profiled self time.")
     out = [head, "", "| self time by library (leaf frame) | share |", "|---|---|"]
@@ -326,21 +330,24 @@ def xprovider_section(x: dict, meta: dict) -> str:
         def checked(r) -> bool:
             return not r["cloudmirror"].get("verify") and not r["rclone"].get("verify") and not r["rclone"].get("error")
 
-        flag = lambda r, v: v if checked(r) else f"{v} (check failed)"  # noqa: E731
-        mib = lambda kib: _f(kib / 1024 if kib else None, ".0f")  # noqa: E731
-        req = lambda d, n: sum(d.values()) / n  # noqa: E731
-        emu = lambda d: f"{d['moto_cpu'] + d['target_cpu']:.2f} ({d['moto_cpu']:.2f} + {d['target_cpu']:.2f})"  # noqa: E731
+        flag = lambda r, v: v if checked(r) else f"{v} (check failed)"  # noqa: E731 - one-line lambdas read better here
+        mib = lambda kib: _f(kib / 1024 if kib else None, ".0f")  # noqa: E731 - one-line lambdas read better here
+        req = lambda d, n: sum(d.values()) / n  # noqa: E731 - one-line lambdas read better here
+        emu = lambda d: f"{d['moto_cpu'] + d['target_cpu']:.2f} ({d['moto_cpu']:.2f} + {d['target_cpu']:.2f})"  # noqa: E731 - one-line lambdas read better here
         table = [
             ("cloudmirror wall: process start -> last replica (s)", lambda r, c, p, n: _f(c["wall"]), ""),
             ("rclone wall: start -> exit (s)", lambda r, c, p, n: _f(p["wall"]), ""),
             ("**wall, cloudmirror / rclone**", lambda r, c, p, n: flag(r, _f(c["wall"] / p["wall"])), ""),
-            ("  - cloudmirror first claim -> last replica / rclone", lambda r, c, p, n: _f(c["wall_replicating"] / p["wall"]), ""),
+            ("  - cloudmirror first claim -> last replica / rclone",
+             lambda r, c, p, n: _f(c["wall_replicating"] / p["wall"]), ""),
             ("**storage requests per object, cloudmirror**",
-             lambda r, c, p, n: f"{req(c['storage_requests'], n):.3f} ({_met(req(c['storage_requests'], n), GOALS['xp_storage'])})",
+             lambda r, c, p, n: (f"{req(c['storage_requests'], n):.3f} "
+                                 f"({_met(req(c['storage_requests'], n), GOALS['xp_storage'])})"),
              f"<= {GOALS['xp_storage']}"),
             ("requests per object, rclone (untimed `--dump headers` run)",
              lambda r, c, p, n: _f(req(p["requests"], n), ".3f") if p.get("requests") else "not counted", ""),
-            ("client CPU per object, cloudmirror, whole process (ms)", lambda r, c, p, n: _f(1000 * c["cpu_total"] / n), ""),
+            ("client CPU per object, cloudmirror, whole process (ms)",
+             lambda r, c, p, n: _f(1000 * c["cpu_total"] / n), ""),
             ("  - up to the last replica (ms)", lambda r, c, p, n: _f(1000 * c["cpu_at_done"] / n), ""),
             ("client CPU per object, rclone (ms)", lambda r, c, p, n: _f(1000 * p["cpu"] / n), ""),
             ("CPU, cloudmirror / rclone", lambda r, c, p, n: _f(c["cpu_total"] / p["cpu"]), ""),
@@ -350,13 +357,15 @@ def xprovider_section(x: dict, meta: dict) -> str:
             ("emulator CPU, rclone run (s: moto + target)", lambda r, c, p, n: emu(p), ""),
             ("result check (cloudmirror; rclone)",
              lambda r, c, p, n: ("ok; ok" if checked(r) else
-                                 f"**failed**: {c.get('verify') or 'ok'}; {p.get('verify') or p.get('error') or 'ok'}"), ""),
+                                 f"**failed**: {c.get('verify') or 'ok'}; "
+                                 f"{p.get('verify') or p.get('error') or 'ok'}"), ""),
         ]
         out += ["| | " + " | ".join(_xp_label(r) for r in ok_rows) + " | goal |", "|---" * (len(ok_rows) + 2) + "|"]
         out += [f"| {label} | " + " | ".join(cell(fn)) + f" | {goal} |" for label, fn, goal in table]
         for r in ok_rows:
             c, p, n = r["cloudmirror"], r["rclone"], r["objects"]
-            per_op = lambda d: ", ".join(f"{k} {v / n:.3f}" for k, v in sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))  # noqa: E731,B023
+            per_op = lambda d: ", ".join(f"{k} {v / n:.3f}"  # noqa: E731,B023 - a one-line helper, called in this iteration
+                                         for k, v in sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))
             notes.append(
                 f"- {_xp_label(r)}: cloudmirror {per_op(c.get('storage_requests', {}))}; rclone "
                 + (per_op(p["requests"]) if p.get("requests") else "not counted")
@@ -391,7 +400,8 @@ def _req_summary(d: dict | None, n: int, per: float = 1.0) -> str:
 
 
 def _listing(d: dict | None) -> float:
-    return sum(v for k, v in (d or {}).items() if k.split(" ")[0] in ("ListObjectsV2", "ListObjects", "ListObjectVersions"))
+    return sum(v for k, v in (d or {}).items()
+               if k.split(" ")[0] in ("ListObjectsV2", "ListObjects", "ListObjectVersions"))
 
 
 def _best(rounds: list[dict], tool: str) -> dict | None:
@@ -489,7 +499,8 @@ def backfill_section(b: dict) -> str:
         ("client CPU, whole process (s)", _f(cm["cpu_total"]), _f(peer["cpu"]), _f(cpu_ratio), ""),
         ("client CPU per object (ms)", _f(1000 * cm["cpu_total"] / n), _f(1000 * peer["cpu"] / n), "", ""),
         ("  - up to the last replica (ms)", _f(1000 * cm["cpu_at_done"] / n), "", "", ""),
-        ("storage requests per object (cloudmirror's /metrics)", _req_summary(cm.get("storage_requests"), n), "-", "", ""),
+        ("storage requests per object (cloudmirror's /metrics)", _req_summary(cm.get("storage_requests"), n), "-",
+         "", ""),
         ("requests per object (moto's log)", _req_summary(cm.get("requests"), n), _req_summary(peer.get("requests"), n),
          "", ""),
         ("listing requests per 1,000 objects (moto's log)", _f(1000 * _listing(cm.get("requests")) / n),
@@ -499,9 +510,11 @@ def backfill_section(b: dict) -> str:
          peer.get("verify") or "ok", "", ""),
         ("exit code", str(cm.get("exit_code")), str(peer.get("exit_code")), "", ""),
     ]
-    out = ["| | cloudmirror `run` (`backfill: true`) | `s5cmd cp` | cloudmirror / s5cmd | goal |", "|---|---|---|---|---|"]
+    out = ["| | cloudmirror `run` (`backfill: true`) | `s5cmd cp` | cloudmirror / s5cmd | goal |",
+           "|---|---|---|---|---|"]
     out += [f"| {a} | {_cell(c)} | {_cell(d)} | {e} | {g} |" for a, c, d, e, g in rows]
-    runs = "; ".join(f"{r['kind']} {r['status']}: {r['listed']} listed, {r['missing']} missing" for r in cm.get("runs", []))
+    runs = "; ".join(f"{r['kind']} {r['status']}: {r['listed']} listed, {r['missing']} missing"
+                     for r in cm.get("runs", []))
     w = b.get("write") or {}
     out += ["", f"Ledger `{cm.get('statuses')}`; reconcile runs: {runs or 'none'}. Writing the {n:,} source objects "
             f"(not timed) took {_f(w.get('wall'))} s. Command: `{cm.get('command')}`; "
@@ -551,9 +564,11 @@ def render(results: dict, previous: str | None) -> str:
         startup_cpu = ((results.get("latency") or [{}])[0]).get("startup", {}).get("cpu")
         parts = [USAGE, f"## Results -- {meta['date']}", "",
                  f"- Machine: {meta['nproc']} cores ({meta['cpu_model']}), {meta['mem_gib']:.0f} GiB RAM, shared with "
-                 f"other engineers' tests; load average before the run {meta['load_before']}, after {meta.get('load_after', 'n/a')}.",
+                 f"other engineers' tests; load average before the run {meta['load_before']}, "
+                 f"after {meta.get('load_after', 'n/a')}.",
                  f"- Versions: cloudmirror {meta['cloudmirror']}, Python {meta['python']}, moto {meta['moto']}, "
-                 f"s5cmd {meta['s5cmd']}, boto3 {meta['boto3']}, aioboto3 {meta['aioboto3']}, SQLAlchemy {meta['sqlalchemy']}.",
+                 f"s5cmd {meta['s5cmd']}, boto3 {meta['boto3']}, aioboto3 {meta['aioboto3']}, "
+                 f"SQLAlchemy {meta['sqlalchemy']}.",
                  f"- Command: `{meta['command']}` (total {meta['elapsed_s']:.0f} s).", "",
                  "### Against the goals", "", summary(results), ""]
         if s := results.get("small"):
@@ -569,10 +584,12 @@ def render(results: dict, previous: str | None) -> str:
             parts += ["### 4. Where cloudmirror's CPU goes", "", profile_section(p), ""]
     else:  # only the cross-provider or reconcile scenario ran: keep the S3 results of the existing file
         parts = [USAGE] + ([_previous_s3_body(previous)] if _previous_s3_body(previous) else [])
-    xp = xprovider_section(results["xprovider"], meta) if results.get("xprovider") else _between(previous, XP_BEGIN, XP_END)
+    xp = (xprovider_section(results["xprovider"], meta) if results.get("xprovider")
+          else _between(previous, XP_BEGIN, XP_END))
     if xp:
         parts += [XP_BEGIN, xp, XP_END, ""]
-    rc = reconcile_section(results["reconcile"], meta) if results.get("reconcile") else _between(previous, RC_BEGIN, RC_END)
+    rc = (reconcile_section(results["reconcile"], meta) if results.get("reconcile")
+          else _between(previous, RC_BEGIN, RC_END))
     if rc:
         parts += [RC_BEGIN, rc, RC_END, ""]
     analysis = "## Analysis\n\n(not written yet)\n"

@@ -34,7 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     p.add_argument("--objects", type=int, default=2000, help="small (4 KiB) objects (default 2000)")
     p.add_argument("--big", type=int, default=16, help="32 MiB objects (default 16)")
-    p.add_argument("--rate", default="100", help="latency scenario: objects per second (default 100); a comma-separated "
+    p.add_argument("--rate", default="100",
+                   help="latency scenario: objects per second (default 100); a comma-separated "
                    "list runs one latency scenario per rate, the first one is judged against the goal")
     p.add_argument("--rate-seconds", type=float, default=20.0, help="latency scenario: seconds of writing (default 20)")
     p.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {','.join(SCENARIOS)}")
@@ -43,14 +44,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--targets", default=",".join(TARGETS),
                    help=f"xprovider scenario: comma-separated subset of {','.join(TARGETS)} (default all)")
     p.add_argument("--no-peer-requests", action="store_true",
-                   help="xprovider scenario: skip the untimed `rclone --dump headers` run that counts rclone's requests")
+                   help="xprovider scenario: skip the untimed `rclone --dump headers` run "
+                   "that counts rclone's requests")
     p.add_argument("--reconcile-objects", type=int, default=20000,
                    help="reconcile scenario: objects in the no-op reconcile (default 20000)")
     p.add_argument("--backfill-objects", type=int, default=2000,
                    help="reconcile scenario: objects in the backfill (default 2000)")
     p.add_argument("--reconcile-rounds", type=int, default=2,
-                   help="reconcile scenario: interleaved rounds of the three no-op tools (default 2; the best wall counts)")
-    p.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"), help="report to write (default docs/benchmarks.md)")
+                   help="reconcile scenario: interleaved rounds of the three no-op tools "
+                   "(default 2; the best wall counts)")
+    p.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"),
+                   help="report to write (default docs/benchmarks.md)")
     p.add_argument("--json", type=Path, default=None, help="also write the raw figures as JSON")
     p.add_argument("--keep", action="store_true", help="keep the work dir (configs, ledgers, logs)")
     p.add_argument("--from-json", type=Path, default=None, help="only render --out from figures saved by --json")
@@ -91,10 +95,11 @@ def machine_meta(argv: list[str]) -> dict:
         pass
     try:
         s5 = subprocess.run([s5cmd_bin(), "version"], capture_output=True, text=True, timeout=10).stdout.strip()
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - any failure means the version is unknown
         s5 = "unknown"
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "cloudmirror", "api"], capture_output=True,
                                text=True, timeout=10).stdout.strip()
         rev = f"{rev}{' + uncommitted changes' if dirty else ''}"
@@ -120,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         report.write(args.out, json.loads(args.from_json.read_text()))
         print(f"wrote {args.out} from {args.from_json}", file=sys.stderr)
         return 0
-    log = lambda msg: print(f"{time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    log = lambda msg: print(f"{time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)  # noqa: E731 - a one-line lambda reads better here
     signal.signal(signal.SIGTERM, _on_signal)
     atexit.register(procs.cleanup)
     workdir = Path(tempfile.mkdtemp(prefix="cloudmirror-bench-"))

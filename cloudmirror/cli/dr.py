@@ -73,11 +73,17 @@ def _print(rec: dict, as_json: bool, lines: list[str]) -> None:
 
 
 def failover_cmd(mirror: Annotated[str, typer.Argument(help="The mirror to fail over.")],
-                 to: Annotated[str, typer.Option("--to", help="The target that becomes the primary (URL as in the config).")],
-                 force: Annotated[bool, typer.Option("--force", help="Switch now; record what was not replicated as data at risk.")] = False,
-                 drain_timeout: Annotated[str, typer.Option("--drain-timeout", help="Planned: how long to wait for the backlog (e.g. 5m).")] = "5m",
-                 fence: Annotated[bool, typer.Option("--fence", help="Planned: fence the old primary (S3: a bucket policy denies other identities' writes; elsewhere a recorded intent).")] = False,
-                 poll: Annotated[str | None, typer.Option("--poll", help="List the new primary this often for writes (default 60s).")] = None,
+                 to: Annotated[str, typer.Option(
+                     "--to", help="The target that becomes the primary (URL as in the config).")],
+                 force: Annotated[bool, typer.Option(
+                     "--force", help="Switch now; record what was not replicated as data at risk.")] = False,
+                 drain_timeout: Annotated[str, typer.Option(
+                     "--drain-timeout", help="Planned: how long to wait for the backlog (e.g. 5m).")] = "5m",
+                 fence: Annotated[bool, typer.Option(
+                     "--fence", help="Planned: fence the old primary (S3: a bucket policy denies other identities' "
+                     "writes; elsewhere a recorded intent).")] = False,
+                 poll: Annotated[str | None, typer.Option(
+                     "--poll", help="List the new primary this often for writes (default 60s).")] = None,
                  as_json: JsonOpt = False, config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """Make a target the mirror's primary. Planned (default): drain the backlog first, then
     switch with nothing at risk (RPO 0), or abort and change nothing. --force: switch now."""
@@ -115,8 +121,11 @@ def _objects(cfg: Config, failover_id: int, kind: str) -> list[dict]:
 
 
 def failback_cmd(mirror: Annotated[str, typer.Argument(help="The failed-over mirror.")],
-                 policy: Annotated[str, typer.Option("--policy", help="newest_wins, primary_wins or keep_both: how a key written on both sides is settled.")] = "newest_wins",
-                 timeout: Annotated[str, typer.Option("--timeout", help="How long the two locations may take to converge.")] = "10m",
+                 policy: Annotated[str, typer.Option(
+                     "--policy", help="newest_wins, primary_wins or keep_both: how a key written on both sides "
+                     "is settled.")] = "newest_wins",
+                 timeout: Annotated[str, typer.Option(
+                     "--timeout", help="How long the two locations may take to converge.")] = "10m",
                  as_json: JsonOpt = False, config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """Reconcile the current primary with the old one (conflicts settled by --policy, the old
     primary's unreplicated writes restored), then switch back to the mirror's source."""
@@ -130,12 +139,14 @@ def failback_cmd(mirror: Annotated[str, typer.Argument(help="The failed-over mir
              failover.summary(rec)]
     if rec["conflicts"]:
         for c in _objects(cfg, rec["id"], "conflict"):
-            lines.append(f"  conflict {c['key']}: kept {c['resolution']}" + (f" ({c['detail']})" if c["detail"] else ""))
+            lines.append(f"  conflict {c['key']}: kept {c['resolution']}"
+                         + (f" ({c['detail']})" if c["detail"] else ""))
     _print(rec, as_json, lines)
 
 
 def drill_cmd(mirror: Annotated[str, typer.Argument(help="The mirror to rehearse a failover of.")],
-              sample: Annotated[int, typer.Option("--sample", min=0, max=1000, help="Objects per target whose bytes are compared.")] = 20,
+              sample: Annotated[int, typer.Option(
+                  "--sample", min=0, max=1000, help="Objects per target whose bytes are compared.")] = 20,
               as_json: JsonOpt = False, config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """Rehearse a failover without making one: a reconcile dry run and checksums on a sample
     per target, the RPO and RTO a failover would have now. Changes nothing; the drill is

@@ -19,8 +19,10 @@ def register(app: typer.Typer) -> None:
 
 
 @local_app.command("up")
-def local_up(localstack: Annotated[bool, typer.Option("--localstack", help="LocalStack (host mode) instead of moto.")] = False,
-             port: Annotated[int | None, typer.Option(help="Port (default: 5000 moto, 4566 LocalStack).")] = None) -> None:
+def local_up(localstack: Annotated[bool, typer.Option(
+                 "--localstack", help="LocalStack (host mode) instead of moto.")] = False,
+             port: Annotated[int | None, typer.Option(
+                 help="Port (default: 5000 moto, 4566 LocalStack).")] = None) -> None:
     """Start the local emulator cloud in the background and print its environment."""
     from cloudmirror.local import cloud
 
@@ -60,7 +62,8 @@ def local_env() -> None:
     typer.echo(cloud.env_lines(state))
 
 
-def demo(localstack: Annotated[bool, typer.Option("--localstack", help="Run the demo on LocalStack instead of moto.")] = False,
+def demo(localstack: Annotated[bool, typer.Option(
+             "--localstack", help="Run the demo on LocalStack instead of moto.")] = False,
          keep: Annotated[bool, typer.Option(help="Leave the local cloud running afterwards.")] = False) -> None:
     """Start the local cloud, mirror us-east-1 -> eu-west-1, write objects, show progress and status."""
     from cloudmirror.cli.demo import run_demo

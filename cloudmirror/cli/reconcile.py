@@ -20,9 +20,12 @@ def register(app: typer.Typer) -> None:
 
 def reconcile(mirror: Annotated[str, typer.Argument(help="The mirror to reconcile.")],
               config: ConfigOpt = DEFAULT_CONFIG,
-              target: Annotated[str | None, typer.Option("--target", "-t", help="Only this target (URL as in the config).")] = None,
-              dry_run: Annotated[bool, typer.Option("--dry-run", help="Report the differences; change nothing.")] = False,
-              checksum: Annotated[bool, typer.Option("--checksum", help="Read objects whose MD5 is unknown and compare their bytes.")] = False,
+              target: Annotated[str | None, typer.Option(
+                  "--target", "-t", help="Only this target (URL as in the config).")] = None,
+              dry_run: Annotated[bool, typer.Option(
+                  "--dry-run", help="Report the differences; change nothing.")] = False,
+              checksum: Annotated[bool, typer.Option(
+                  "--checksum", help="Read objects whose MD5 is unknown and compare their bytes.")] = False,
               as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False) -> None:
     """Compare a mirror's source with its targets by listing both; record every difference as
     work for the workers (copies; deletes when the mirror replicates deletes)."""
@@ -44,7 +47,8 @@ def reconcile(mirror: Annotated[str, typer.Argument(help="The mirror to reconcil
         with Bar(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                  TextColumn("{task.fields[stats]}"), console=err, transient=as_json) as bar:
             for t in targets:
-                before = [r for r in Runs(svc.ledger).list(m.name) if r["target"] == t.name and r["status"] == "finished"]
+                before = [r for r in Runs(svc.ledger).list(m.name)
+                          if r["target"] == t.name and r["status"] == "finished"]
                 expected = before[0]["listed"] if before else None
                 task = bar.add_task(f"{m.name} -> {parse_location(t.url).display}", stats="")
 

@@ -47,11 +47,16 @@ def register(app: typer.Typer) -> None:
 
 @report_app.command("create")
 def create(mirror: Annotated[str | None, typer.Argument(help="The mirror to report on.")] = None,
-           group: Annotated[str | None, typer.Option("--group", "-g", help="A consistency group instead of a mirror.")] = None,
-           since: Annotated[str, typer.Option(help="Start: ISO date/time (UTC), epoch seconds, or a duration ago (24h, 7d).")] = "24h",
-           until: Annotated[str, typer.Option(help="End: ISO date/time (UTC), epoch seconds, a duration ago, or now.")] = "now",
-           fmt: Annotated[str | None, typer.Option("--format", "-f", help="json, csv or pdf (default: from -o's suffix, else json).")] = None,
-           output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (default: stdout; a PDF needs -o).")] = None,
+           group: Annotated[str | None, typer.Option(
+               "--group", "-g", help="A consistency group instead of a mirror.")] = None,
+           since: Annotated[str, typer.Option(
+               help="Start: ISO date/time (UTC), epoch seconds, or a duration ago (24h, 7d).")] = "24h",
+           until: Annotated[str, typer.Option(
+               help="End: ISO date/time (UTC), epoch seconds, a duration ago, or now.")] = "now",
+           fmt: Annotated[str | None, typer.Option(
+               "--format", "-f", help="json, csv or pdf (default: from -o's suffix, else json).")] = None,
+           output: Annotated[Path | None, typer.Option(
+               "--output", "-o", help="Write here (default: stdout; a PDF needs -o).")] = None,
            config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """Write the signed RPO report of a mirror or a group.
 

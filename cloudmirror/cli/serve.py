@@ -86,14 +86,16 @@ def serve(config: Config, *, intake: bool, workers: bool, api: bool) -> None:
         asyncio.run(main())
 
 
-def run(config: ConfigOpt = DEFAULT_CONFIG, no_api: Annotated[bool, typer.Option(help="Do not serve the REST API.")] = False,
+def run(config: ConfigOpt = DEFAULT_CONFIG,
+        no_api: Annotated[bool, typer.Option(help="Do not serve the REST API.")] = False,
         verbose: VerboseOpt = False) -> None:
     """Intake + workers + API in one process (SIGTERM drains in-flight copies, then exits)."""
     _logging(verbose)
     serve(config_or_exit(config), intake=True, workers=True, api=not no_api)
 
 
-def worker(config: ConfigOpt = DEFAULT_CONFIG, no_intake: Annotated[bool, typer.Option(help="Only copy; do not read event feeds.")] = False,
+def worker(config: ConfigOpt = DEFAULT_CONFIG,
+           no_intake: Annotated[bool, typer.Option(help="Only copy; do not read event feeds.")] = False,
            verbose: VerboseOpt = False) -> None:
     """Intake and workers without the API; start several on PostgreSQL to share the work."""
     _logging(verbose)

@@ -32,7 +32,7 @@ Copies go straight through the stores (copy_object: guarded by the etag seen, ve
 marked as replicas); every round compares again until nothing differs. The other targets
 followed P during the failover; what the failback restores from O (and the kept conflict
 versions) is copied to them as well.
-"""
+"""  # noqa: E501 - a markdown table row cannot be wrapped
 
 from __future__ import annotations
 

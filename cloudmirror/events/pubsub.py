@@ -251,7 +251,7 @@ class PubSubFeed:
                 fut.result(timeout=30)
             except (concurrent.futures.CancelledError, concurrent.futures.TimeoutError):
                 pass
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - closing: however the stream ended, it is only logged
                 log.debug("%s: streaming pull ended with %s", self.address, e)
         if self._client is not None:
             self._client.close()

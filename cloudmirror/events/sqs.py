@@ -88,7 +88,8 @@ class SqsFeed:
                 {"Id": str(n), "ReceiptHandle": m.receipt} for n, m in enumerate(chunk)])
             failed = [f for f in resp.get("Failed", []) if f.get("Code") != "ReceiptHandleIsInvalid"]
             if failed:
-                raise FeedError(f"{self.address}: DeleteMessageBatch failed for {len(failed)}: {failed[0].get('Message')}")
+                raise FeedError(f"{self.address}: DeleteMessageBatch failed for {len(failed)}: "
+                                f"{failed[0].get('Message')}")
 
     async def extend(self, messages: Sequence[FeedMessage], seconds: int) -> None:
         for i in range(0, len(messages), 10):

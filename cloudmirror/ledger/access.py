@@ -95,5 +95,6 @@ class AccessLedger:
     def list_audit(self, *, before: int | None = None, limit: int = 100, actor: str | None = None,
                    action: str | None = None) -> list[dict]:
         """Entries newest first, before the id `before`; up to limit + 1 rows."""
-        q = select(audit_log) if action is None else select(audit_log).where(A.action.startswith(action, autoescape=True))
+        q = (select(audit_log) if action is None
+             else select(audit_log).where(A.action.startswith(action, autoescape=True)))
         return read_rows(self.ledger.reader, newest_first(q, A.id, limit=limit, before=before, where={A.actor: actor}))

@@ -33,7 +33,7 @@ from cloudmirror.ledger.paging import newest_first, oldest_first, read_rows
 from cloudmirror.ledger.repo import Ledger, _retry_transient
 
 F = failovers.c
-O = failover_objects.c
+FO = failover_objects.c
 D = drills.c
 M = mirror_specs.c
 R = replications.c
@@ -157,11 +157,11 @@ class Failovers:
     def objects(self, failover_id: int, *, kind: str | None = None, after: int | None = None,
                 limit: int = 100) -> list[dict]:
         """In id order after `after`; up to limit + 1 rows."""
-        q = select(failover_objects).where(O.failover_id == failover_id)
-        return read_rows(self.ledger.reader, oldest_first(q, O.id, limit=limit, after=after, where={O.kind: kind}))
+        q = select(failover_objects).where(FO.failover_id == failover_id)
+        return read_rows(self.ledger.reader, oldest_first(q, FO.id, limit=limit, after=after, where={FO.kind: kind}))
 
     def at_risk_keys(self, failover_id: int) -> set[str]:
-        q = select(O.key).where(O.failover_id == failover_id, O.kind == "at_risk").distinct()
+        q = select(FO.key).where(FO.failover_id == failover_id, FO.kind == "at_risk").distinct()
         with self.ledger.reader.connect() as conn:
             return {r[0] for r in conn.execute(q)}
 
@@ -217,8 +217,8 @@ class Failovers:
             conn.execute(insert(failover_objects).from_select(
                 ["failover_id", "kind", "key", "op", "size", "source_time", "target", "version_pk", "detail"], risky))
             n, size, oldest = conn.execute(
-                select(func.count(), func.coalesce(func.sum(O.size), 0), func.min(O.source_time))
-                .where(O.failover_id == failover_id, O.kind == "at_risk")).one()
+                select(func.count(), func.coalesce(func.sum(FO.size), 0), func.min(FO.source_time))
+                .where(FO.failover_id == failover_id, FO.kind == "at_risk")).one()
             if drained and n:
                 raise NotDrained(f"{n} version(s) arrived since the backlog drained")
             conn.execute(update(failovers).where(F.id == failover_id).values(

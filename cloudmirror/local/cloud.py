@@ -26,7 +26,8 @@ def read_state() -> dict | None:
 
 
 def start_all(provider: str = "moto", port: int | None = None, log_dir: Path = STATE_DIR,
-              gcp: bool = True, azure: bool = True, gcs_event_bucket: str | None = None) -> tuple[dict, list[procs.Proc]]:
+              gcp: bool = True, azure: bool = True,
+              gcs_event_bucket: str | None = None) -> tuple[dict, list[procs.Proc]]:
     """Start the AWS emulator, the Google pair (Pub/Sub emulator + fake-gcs-server publishing
     notifications into it) and Azurite (two accounts). Returns (state, processes).
 

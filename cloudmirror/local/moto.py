@@ -38,4 +38,4 @@ def reset_moto(endpoint: str) -> None:
     import urllib.request
 
     req = urllib.request.Request(endpoint + "/moto-api/reset", method="POST", data=b"")
-    urllib.request.urlopen(req, timeout=10).close()  # noqa: S310 (local URL)
+    urllib.request.urlopen(req, timeout=10).close()  # noqa: S310 - a local emulator URL

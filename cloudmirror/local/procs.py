@@ -32,7 +32,7 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 def http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=0.5) as r:  # noqa: S310 (local URL)
+        with urllib.request.urlopen(url, timeout=0.5) as r:  # noqa: S310 - a local emulator URL
             return r.status < 500
     except urllib.error.HTTPError as e:
         return e.code < 500
@@ -74,7 +74,7 @@ def start(name: str, argv: Sequence[str], log: Path, ready: Callable[[], bool], 
     Raises LaunchError (with the log tail) when the process exits or is not ready in time.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
-    fh = open(log, "ab")  # noqa: SIM115 (handed to the child)
+    fh = open(log, "ab")  # noqa: SIM115 - handed to the child
     try:
         popen = subprocess.Popen(list(argv), stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True)

@@ -93,5 +93,5 @@ class Intake:
             await asyncio.sleep(self.visibility_timeout_s / 2)
             try:
                 await self.feed.extend(msgs, self.visibility_timeout_s)
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - best effort: keep extending; a lapse only redelivers the batch
                 log.warning("could not extend visibility of %d messages", len(msgs), exc_info=True)

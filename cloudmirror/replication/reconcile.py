@@ -13,9 +13,10 @@ objects). For each key in the mirror's scope:
 
 A key whose replication to this target is already pending or in progress is left to that
 job, and (except in a backfill) so is an object written within the mirror's
-`reconcile_grace`, whose event may still be on its way. A difference for a source version the ledger never saw is a *missed event*: counted
-on the run, which is how operators learn their notifications are broken. A backfill is a
-reconcile of a target that has never been reconciled; it does not count missed events.
+`reconcile_grace`, whose event may still be on its way. A difference for a source version
+the ledger never saw is a *missed event*: counted on the run, which is how operators learn
+their notifications are broken. A backfill is a reconcile of a target that has never been
+reconciled; it does not count missed events.
 
 Each page's findings are recorded in one transaction with the run's resume position (the
 last source key of the page), so a run killed half way resumes after that key.

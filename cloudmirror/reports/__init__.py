@@ -6,7 +6,8 @@ from __future__ import annotations
 from cloudmirror.reports.data import ReportError
 from cloudmirror.reports.signing import FORMATS, ReportKey, ReportKeyError, Verdict, detect_format, verify
 
-__all__ = ["FORMATS", "ReportError", "ReportKey", "ReportKeyError", "Verdict", "detect_format", "render_signed", "verify"]
+__all__ = ["FORMATS", "ReportError", "ReportKey", "ReportKeyError", "Verdict", "detect_format", "render_signed",
+           "verify"]
 
 
 def render_signed(data: dict, fmt: str, key: ReportKey) -> bytes:

@@ -77,7 +77,8 @@ def failovers_in_period(config: Config, ledger: Ledger, mirrors: Sequence[str], 
     from cloudmirror.ledger.failovers import Failovers
 
     return [FailoverRecord(mirror=r["mirror"], at=iso(r["switched_at"] or r["finished_at"] or r["started_at"]),
-                           kind=r["kind"], to=r["to_location"], rpo_seconds=r3(r["rpo_seconds"]), outcome=failover_summary(r))
+                           kind=r["kind"], to=r["to_location"], rpo_seconds=r3(r["rpo_seconds"]),
+                           outcome=failover_summary(r))
             for r in Failovers(ledger).between(list(mirrors), since, until)]
 
 
@@ -204,7 +205,8 @@ def build_data(config: Config, ledger: Ledger, *, mirror: str | None = None, gro
 
     out_breaches = []
     for n, b in enumerate(breaches, 1):
-        affected = sorted((rows[i] for i in b.refs), key=lambda r: (r["source_time"], r["mirror"], r["target"], r["key"]))
+        affected = sorted((rows[i] for i in b.refs),
+                          key=lambda r: (r["source_time"], r["mirror"], r["target"], r["key"]))
         out_breaches.append(dict(
             number=n, start=iso(b.start), end=iso(b.end), duration_seconds=r3(b.duration),
             peak_rpo_seconds=r3(b.peak_rpo), peak_at=iso(b.peak_at), open_at_end=b.open_at_end,
@@ -215,8 +217,9 @@ def build_data(config: Config, ledger: Ledger, *, mirror: str | None = None, gro
     return dict(
         report=TITLE, schema=SCHEMA, generated_at=iso(now),
         period=dict(since=iso(since), until=iso(until), seconds=r3(until - since)),
-        scope=dict(kind=kind, name=name, mirrors=[dict(name=m.name, source=m.source, targets=[t.name for t in m.targets],
-                                                       rpo_objective_seconds=r3(m.rpo_objective)) for m in mirrors]),
+        scope=dict(kind=kind, name=name,
+                   mirrors=[dict(name=m.name, source=m.source, targets=[t.name for t in m.targets],
+                                 rpo_objective_seconds=r3(m.rpo_objective)) for m in mirrors]),
         objective_seconds=r3(objective),
         summary=summary,
         targets=targets,

@@ -76,7 +76,8 @@ def render_csv(data: dict) -> bytes:
     targets = [flatten(t) for t in data["targets"]]
     section("targets", _columns(targets, ["mirror", "target"]), targets)
     breaches = [{k: v for k, v in b.items() if k != "objects"} for b in data["breaches"]]
-    section("breaches", _columns(breaches, ["number", "start", "end", "duration_seconds", "peak_rpo_seconds"]), breaches)
+    section("breaches", _columns(breaches, ["number", "start", "end", "duration_seconds", "peak_rpo_seconds"]),
+            breaches)
     objects = [dict(breach=b["number"], **o) for b in data["breaches"] for o in b["objects"]]
     section("breach_objects", _columns(objects, ["breach", "mirror", "target", "key", "op", "status", "source_time",
                                                  "seen_at", "replicated_at", "pending_seconds"]), objects)

@@ -91,7 +91,7 @@ class Service:
                     continue
                 try:
                     await warm()
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:  # noqa: BLE001 - a warm-up failure is logged; the replications report it
                     log.warning("could not open %s yet: %s", url, e)
 
     async def run(self, *, intake: bool = True, workers: bool = True,
@@ -165,7 +165,8 @@ class Service:
             for m in self.config.mirrors:
                 if (m.backfill and not m.polled) or m.reconcile_every:
                     for t in m.targets:
-                        tasks.append(asyncio.create_task(self._reconcile_loop(m, t), name=f"reconcile {m.name} {t.name}"))
+                        tasks.append(asyncio.create_task(self._reconcile_loop(m, t),
+                                                         name=f"reconcile {m.name} {t.name}"))
         return tasks
 
     def _start_intake(self) -> list[asyncio.Task]:

@@ -155,7 +155,8 @@ class PutOptions:
 
     @classmethod
     def from_meta(cls, meta: ObjectMeta, **kw) -> "PutOptions":
-        return cls(size=meta.size, metadata=dict(meta.metadata), tags=dict(meta.tags or {}), **meta.content_headers(), **kw)
+        return cls(size=meta.size, metadata=dict(meta.metadata), tags=dict(meta.tags or {}),
+                   **meta.content_headers(), **kw)
 
 
 class UploadStartedHook(Protocol):

@@ -29,7 +29,6 @@ from typing import Any
 from cloudmirror import metrics
 from cloudmirror.location import Location
 from cloudmirror.stores.base import (
-    verify_written,
     AccessDenied,
     BucketNotFound,
     DeleteOptions,
@@ -45,6 +44,7 @@ from cloudmirror.stores.base import (
     PutResult,
     RetryableError,
     StoreError,
+    verify_written,
 )
 
 RESERVED = ".cloudmirror-"
@@ -165,7 +165,7 @@ class FileStore:
         path, meta_path = self._paths(key)
 
         def run() -> tuple[Any, ObjectMeta]:
-            f = open(path, "rb")  # noqa: SIM115 (closed by the body iterator)
+            f = open(path, "rb")  # noqa: SIM115 - closed by the body iterator
             try:
                 st = os.fstat(f.fileno())
                 if not os.path.isfile(path):
@@ -291,7 +291,7 @@ class FileStore:
             os.makedirs(parent, exist_ok=True)
             tmp = os.path.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}")
             try:
-                return open(tmp, "xb"), tmp  # noqa: SIM115
+                return open(tmp, "xb"), tmp  # noqa: SIM115 - returned to the caller, which closes it
             except FileNotFoundError:
                 if attempt == 2:
                     raise
@@ -352,7 +352,7 @@ def _atomic_write(path: str, data: bytes) -> None:
     for attempt in range(3):  # a concurrent delete may prune the directory under us
         os.makedirs(parent, exist_ok=True)
         try:
-            f = open(tmp, "xb")  # noqa: SIM115
+            f = open(tmp, "xb")  # noqa: SIM115 - closed by the `with f:` below, after the retry loop
             break
         except FileNotFoundError:
             if attempt == 2:

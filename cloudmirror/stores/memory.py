@@ -17,7 +17,6 @@ from datetime import datetime, timezone
 from cloudmirror import metrics
 from cloudmirror.location import Location
 from cloudmirror.stores.base import (
-    verify_written,
     ChecksumMismatch,
     CopyOptions,
     DeleteOptions,
@@ -31,6 +30,7 @@ from cloudmirror.stores.base import (
     PutOptions,
     PutResult,
     StoreError,
+    verify_written,
 )
 
 _version_counter = itertools.count(1)
@@ -223,7 +223,8 @@ class MemoryStore:
         if opts.source_if_match and opts.source_if_match.strip('"') != v.meta.etag:
             raise PreconditionFailed(f"{src._where(source_key)}: PreconditionFailed: etag is {v.meta.etag}, "
                                      f"not {opts.source_if_match}", code="PreconditionFailed")
-        if (opts.md5 is not None and opts.md5.lower() != v.meta.md5) or (opts.size is not None and opts.size != v.meta.size):
+        if ((opts.md5 is not None and opts.md5.lower() != v.meta.md5)
+                or (opts.size is not None and opts.size != v.meta.size)):
             raise ChecksumMismatch(f"{self._where(key)}: source is {v.meta.size} bytes md5 {v.meta.md5}, "
                                    f"expected {opts.size} bytes md5 {opts.md5}")
         tags = dict(opts.tags) if opts.tags is not None else dict(v.meta.tags or {})

@@ -13,8 +13,8 @@ from fastapi.routing import iter_route_contexts
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from cloudmirror.services.access import Role
 from cloudmirror.ledger.models import api_keys, audit_log
+from cloudmirror.services.access import Role
 from tests.api.conftest import assert_error
 
 OPEN_PATHS = {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
@@ -86,7 +86,7 @@ async def test_a_bad_key_is_401(api, header):
 async def test_roles_viewer_reads_operator_acts_admin_manages_keys(api):
     assert (await api.viewer.get("/v1/status")).status_code == 200
     assert (await api.viewer.get("/metrics")).status_code == 200
-    for client, role in ((api.viewer, "viewer"),):
+    for client, _role in ((api.viewer, "viewer"),):
         assert_error(await client.post("/v1/mirrors/photos/reconcile", json={"dry_run": True}), 403, "forbidden")
         assert_error(await client.post("/v1/failures/1/retry"), 403, "forbidden")
         assert_error(await client.get("/v1/audit"), 403, "forbidden")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from tests.api.conftest import assert_error
 
-
 LISTS = ["/v1/failures", "/v1/audit", "/v1/jobs", "/v1/mirrors", "/v1/keys", "/v1/mirrors/photos/objects/k"]
 
 

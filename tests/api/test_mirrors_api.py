@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from api.app import create_app
 from api.schemas import MirrorCreate, MirrorOut, MirrorUpdate
-from cloudmirror.services import mirrors
 from cloudmirror.config import Mirror, validate_config
 from cloudmirror.location import parse_location
+from cloudmirror.services import mirrors
 from cloudmirror.stores import open_store
 from tests.api.conftest import assert_error, mirror_config_data, running_api
 from tests.api.test_jobs import assert_job_ends

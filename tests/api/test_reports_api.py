@@ -19,7 +19,7 @@ from cloudmirror.reports.data import iso
 from cloudmirror.reports.signing import KEY_FILE_ENV
 from cloudmirror.services.rpo import REPORT_MEDIA_TYPES, verify_report
 from tests.api.conftest import assert_error, mirror_config_data, running_api
-from tests.unit.test_rpo import A, B, T0, Writer, outage_workload
+from tests.unit.test_rpo import T0, A, B, Writer, outage_workload
 
 FORMATS = ("json", "csv", "pdf")
 FROZEN = T0 + 200  # "now" for the API and the CLI alike, so that the two files can be compared

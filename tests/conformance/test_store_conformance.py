@@ -63,7 +63,7 @@ async def env(request, tmp_path):
             name = unique_name("mem")
             set_versioning(name, versioned)
             return parse_location(f"memory://{name}")
-        missing = lambda: None  # noqa: E731 (memory buckets spring into being)
+        missing = lambda: None  # noqa: E731 - memory buckets spring into being
     elif kind == "file":
         def new(region="us-east-1", versioned=False):
             if versioned:
@@ -71,7 +71,7 @@ async def env(request, tmp_path):
             root = tmp_path / unique_name("root")
             root.mkdir()
             return parse_location(f"file://{root}")
-        missing = lambda: parse_location(f"file://{tmp_path / 'no-such-root'}")  # noqa: E731
+        missing = lambda: parse_location(f"file://{tmp_path / 'no-such-root'}")  # noqa: E731 - a one-line lambda reads better here
     elif kind == "gcs":
         from cloudmirror.local.provision import create_gcs_bucket
 
@@ -81,7 +81,7 @@ async def env(request, tmp_path):
             loc = parse_location(gcs_location_url(endpoint, unique_name("cm")))
             create_gcs_bucket(loc, versioned=versioned)
             return loc
-        missing = lambda: parse_location(gcs_location_url(endpoint, unique_name("nobucket")))  # noqa: E731
+        missing = lambda: parse_location(gcs_location_url(endpoint, unique_name("nobucket")))  # noqa: E731 - a one-line lambda reads better here
     elif kind == "azure":
         from cloudmirror.local.provision import create_azure_container
 
@@ -96,7 +96,7 @@ async def env(request, tmp_path):
             loc = parse_location(azure_location_url(account, unique_name("cm")))
             create_azure_container(loc)
             return loc
-        missing = lambda: parse_location(azure_location_url(accounts[0], unique_name("nobucket")))  # noqa: E731
+        missing = lambda: parse_location(azure_location_url(accounts[0], unique_name("nobucket")))  # noqa: E731 - a one-line lambda reads better here
     else:
         from cloudmirror.local.provision import create_s3_bucket
 
@@ -106,7 +106,7 @@ async def env(request, tmp_path):
             name = unique_name("cm")
             create_s3_bucket(endpoint, region, name, versioned=versioned)
             return parse_location(f"s3://{name}?region={region}&endpoint={endpoint}")
-        missing = lambda: parse_location(f"s3://{unique_name('nobucket')}?region=us-east-1&endpoint={endpoint}")  # noqa: E731
+        missing = lambda: parse_location(f"s3://{unique_name('nobucket')}?region=us-east-1&endpoint={endpoint}")  # noqa: E731 - a one-line lambda reads better here
     e = Env(kind, new, missing)
     e.location = new()
     e.store = e.open(e.location)

@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from api.app import create_app
-from cloudmirror.services import access
-from cloudmirror.services import mirrors as mirror_service
 from cloudmirror.config import Config, validate_config
 from cloudmirror.ledger.repo import Ledger, NewVersion, TargetPlan
+from cloudmirror.services import access
+from cloudmirror.services import mirrors as mirror_service
 from tests.api.live import serving
 from tests.conftest import ARTIFACTS, unique_name
 

@@ -39,7 +39,7 @@ async def test_512_mib_cross_provider_copy_stays_within_200_mb(tmp_path, moto_en
     cfg_path.write_text(yaml.safe_dump({"ledger": sqlite_url, "workers": workers, "mirrors": [
         {"name": "big", "source": src, "targets": [dst], "events": [s3.feed_for(src)]}]}))
     proc = subprocess.Popen([sys.executable, "-m", "cloudmirror.cli", "run", "--no-api", "-c", str(cfg_path)],
-                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "worker.log", "wb"),  # noqa: SIM115
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "worker.log", "wb"),  # noqa: SIM115 - handed to the child
                             env={**os.environ})
     try:
         size = 512 * MiB
@@ -124,7 +124,7 @@ async def test_corrupted_stream_is_caught_and_never_completed(target_kind, tmp_p
             from cloudmirror.location import parse_location
 
             head = await other.store(dst).head(parse_location(dst).full_key("victim.bin"), HeadOptions())
-            assert head.md5 in (None, hashlib.md5(data + b"!").hexdigest())  # noqa: S324
+            assert head.md5 in (None, hashlib.md5(data + b"!").hexdigest())  # noqa: S324 - MD5 as a content checksum, not for security
     finally:
         await s3.close()
         await other.close()

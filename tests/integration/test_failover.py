@@ -8,8 +8,9 @@ regions, S3 -> SQS events for the source, cloudmirror running in-process.
   key written on both sides is reported as a conflict and resolved by each policy;
 - fence (moto enforces a bucket policy's Principal "*" statements but ignores conditions,
   so the exemption of cloudmirror's identity cannot be exercised: the policy document is
-  asserted, and nothing is written to a fenced bucket): a fenced planned failover adds the CloudmirrorFence statement, an aborted one
-  and the failback remove it, and an unrelated statement survives both.
+  asserted, and nothing is written to a fenced bucket): a fenced planned failover adds the
+  CloudmirrorFence statement, an aborted one and the failback remove it, and an unrelated
+  statement survives both.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ import boto3
 import pytest
 
 from cloudmirror.dr import failover
-from cloudmirror.services import mirrors
-from cloudmirror.errors import ConflictError
 from cloudmirror.dr.failback import conflict_key
+from cloudmirror.errors import ConflictError
 from cloudmirror.ledger.failovers import Failovers
 from cloudmirror.ledger.mirrors import MirrorSpecs
 from cloudmirror.location import parse_location
+from cloudmirror.services import mirrors
 from cloudmirror.stores.base import Fencer
 from cloudmirror.stores.s3 import S3Store
 from cloudmirror.stores.s3.fence import FENCE_ACTIONS, FENCE_SID
@@ -128,7 +129,8 @@ async def test_forced_failover_at_risk_and_failback_conflict_by_policy(moto_endp
         assert c["resolution"] == ("kept_both" if policy == "keep_both" else "primary")
         # the new primary's writes reached the old primary; the old primary's unreplicated one survived
         assert body(cloud, src, SRC_REGION, "new.txt") == b"written during the failover"
-        assert body(cloud, src, SRC_REGION, "k.txt") == body(cloud, dst, DST_REGION, "k.txt") == b"v3 on the new primary"
+        assert (body(cloud, src, SRC_REGION, "k.txt") == body(cloud, dst, DST_REGION, "k.txt")
+                == b"v3 on the new primary")
         assert body(cloud, dst, DST_REGION, "unreplicated.txt") == b"only ever on the old primary"
         if policy == "keep_both":
             kept = conflict_key("k.txt", fb["detail"]["conflict_suffix"].removeprefix(".conflict-"))

@@ -142,7 +142,7 @@ async def test_pubsub_feed_normalises_gcs_writes_overwrites_and_deletes(gcs):
         events = sorted((e for m in msgs for e in m.events if e.key == key), key=lambda e: e.sequencer)
         assert [(e.op, e.version_id) for e in events] == [("put", str(first)), ("put", str(second)),
                                                           ("delete", str(second))]
-        assert all(is_newer(b.sequencer, None, a.sequencer, None) for a, b in zip(events, events[1:]))
+        assert all(is_newer(b.sequencer, None, a.sequencer, None) for a, b in zip(events, events[1:], strict=False))
         assert [e.size for e in events] == [3, 4, None]
         assert {e.container_id for e in events} == {f"gs://{gcs.bucket_name}"}
         [ev_other] = [e for m in msgs for e in m.events if e.key == other]
@@ -262,14 +262,15 @@ async def test_two_pubsub_feeds_in_one_process_share_a_subscription(gcs):
     try:
         got: dict[str, FeedMessage] = {}
         # several receive loops on one feed share its single stream
-        for feed, batch in zip((a, a, a, b), await asyncio.gather(a.receive(), a.receive(), a.receive(), b.receive())):
+        for feed, batch in zip((a, a, a, b), await asyncio.gather(a.receive(), a.receive(), a.receive(), b.receive()),
+                               strict=True):
             got.update({m.events[0].key: m for m in batch if gcs.ours(m)})
             await feed.ack(batch)
         assert streams._value.get() - started == 2
         deadline = time.monotonic() + 30
         while len(got) < 6:
             assert time.monotonic() < deadline, sorted(got)
-            for feed, batch in zip((a, b), await asyncio.gather(a.receive(), b.receive())):
+            for feed, batch in zip((a, b), await asyncio.gather(a.receive(), b.receive()), strict=True):
                 mine = [m for m in batch if gcs.ours(m)]
                 got.update({m.events[0].key: m for m in mine})
                 await feed.ack(batch)

@@ -17,7 +17,7 @@ PAIRS = [("gcs", "azure"), ("azure", "file"), ("file", "gcs"), ("s3", "azure"), 
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("pair", PAIRS, ids=[f"{s}-to-{t}" for s, t in PAIRS])
-async def test_backfill_then_repair_across_providers(pair, cloud, tmp_path, sqlite_url):  # noqa: F811
+async def test_backfill_then_repair_across_providers(pair, cloud, tmp_path, sqlite_url):  # noqa: F811 - the `cloud` fixture imported above
     src_kind, dst_kind = pair
     src_p, dst_p = Provider(src_kind, cloud, tmp_path), Provider(dst_kind, cloud, tmp_path)
     src, dst = src_p.new_location(), dst_p.new_location(second=True)

@@ -202,7 +202,8 @@ async def test_streamed_put_commits_with_headers_and_verified_md5(new_store):
     assert len(hook) == 1
     meta = await store.head("s", HeadOptions(include_tags=True))
     assert (res.md5, res.size, res.etag, res.version_id) == (md5, len(data), meta.etag, meta.version_id)
-    assert (meta.md5, meta.content_type, meta.metadata, meta.tags) == (md5, "application/x-test", {"m": "1"}, {"t": "1"})
+    assert (meta.md5, meta.content_type, meta.metadata, meta.tags) == (md5, "application/x-test", {"m": "1"},
+                                                                       {"t": "1"})
     assert await read_all(store, "s") == data
 
 

@@ -57,7 +57,8 @@ def _imports(name: str, path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]
+                                + ([base] if base else []))
             submodules = {f"{base}.{a.name}" for a in node.names} & set(MODULES)
             found.update(submodules)
             if len(submodules) < len(node.names):  # names defined in `base` itself

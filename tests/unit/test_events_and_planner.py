@@ -7,15 +7,15 @@ import json
 import pytest
 
 from cloudmirror.config import validate_config
-from cloudmirror.events.base import FeedMessage, MalformedEvent
+from cloudmirror.events.base import FeedMessage, MalformedEvent, ObjectEvent
 from cloudmirror.events.s3_events import parse_body
-from cloudmirror.events.base import ObjectEvent
 from cloudmirror.replication.planner import Router, plan_messages, version_token
 
 
 def s3_record(key="a+b%2F%C3%BC.txt", name="ObjectCreated:Put", bucket="src", **obj):
     return {"eventVersion": "2.1", "eventSource": "aws:s3", "eventTime": "2026-11-24T10:00:00.123456",
-            "eventName": name, "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": 3, "eTag": "abc", **obj}}}
+            "eventName": name,
+            "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": 3, "eTag": "abc", **obj}}}
 
 
 def test_direct_record_decodes_form_encoded_keys():
@@ -25,7 +25,8 @@ def test_direct_record_decodes_form_encoded_keys():
 
 
 def test_sns_envelope_and_raw_delivery_and_eventbridge():
-    inner = json.dumps({"Records": [s3_record(name="ObjectRemoved:DeleteMarkerCreated", versionId="v1", sequencer="0A")]})
+    inner = json.dumps({"Records": [s3_record(name="ObjectRemoved:DeleteMarkerCreated", versionId="v1",
+                                              sequencer="0A")]})
     [ev] = parse_body(json.dumps({"Type": "Notification", "TopicArn": "arn:aws:sns:x", "Message": inner}))
     assert (ev.op, ev.version_id, ev.sequencer) == ("delete", "v1", "0A")
     assert parse_body(inner)[0].op == "delete"  # raw SNS delivery is the S3 JSON itself

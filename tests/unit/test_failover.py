@@ -12,15 +12,15 @@ import json
 
 import pytest
 
-from cloudmirror.dr import drills, failover
-from cloudmirror.services import mirrors
 from cloudmirror.config import validate_config
-from cloudmirror.errors import ConflictError, InvalidInput, NotFoundError
+from cloudmirror.dr import drills, failover
 from cloudmirror.dr.failback import conflict_key
+from cloudmirror.errors import ConflictError, InvalidInput, NotFoundError
 from cloudmirror.ledger.failovers import Failovers
 from cloudmirror.ledger.mirrors import MirrorSpecs
 from cloudmirror.location import parse_location
 from cloudmirror.reports.data import build_data
+from cloudmirror.services import mirrors
 from cloudmirror.stores import open_store
 from cloudmirror.stores.base import NotFound, PutOptions
 from tests.conftest import unique_name
@@ -64,7 +64,7 @@ async def keys(url: str) -> dict[str, str]:
     s = store(url)
     out = {}
     async for o in s.list():
-        out[o.key] = hashlib.md5(await read(url, o.key)).hexdigest()  # noqa: S324
+        out[o.key] = hashlib.md5(await read(url, o.key)).hexdigest()  # noqa: S324 - MD5 as a content checksum, not for security
     return out
 
 

@@ -137,7 +137,8 @@ def test_message_body_keeps_attributes_and_data_readable():
 ACCOUNT = "mystorageacct"
 # The documented BlobCreated (Event Grid schema), verbatim apart from the ids
 DOC_CREATED = {
-    "topic": "/subscriptions/{subscription-id}/resourceGroups/Storage/providers/Microsoft.Storage/storageAccounts/my-storage-account",
+    "topic": "/subscriptions/{subscription-id}/resourceGroups/Storage/providers/Microsoft.Storage"
+             "/storageAccounts/my-storage-account",
     "subject": "/blobServices/default/containers/test-container/blobs/new-file.txt",
     "eventType": "Microsoft.Storage.BlobCreated",
     "eventTime": "2017-06-26T18:41:00.9584103Z",
@@ -150,7 +151,8 @@ DOC_CREATED = {
              "storageDiagnostics": {"batchId": "b68529f3-68cd-4744-baa4-3c0498ec19f0"}},
     "dataVersion": "", "metadataVersion": "1"}
 DOC_DELETED_CE = {
-    "source": "/subscriptions/{subscription-id}/resourceGroups/Storage/providers/Microsoft.Storage/storageAccounts/my-storage-account",
+    "source": "/subscriptions/{subscription-id}/resourceGroups/Storage/providers/Microsoft.Storage"
+              "/storageAccounts/my-storage-account",
     "subject": "/blobServices/default/containers/testcontainer/blobs/file-to-delete.txt",
     "type": "Microsoft.Storage.BlobDeleted",
     "time": "2017-11-07T20:09:22.5674003Z",
@@ -201,7 +203,8 @@ def test_fake_publisher_round_trips_awkward_keys(schema, key):
     pub.publish(pub.created_event("box", key, etag="0x8DEADBEEF", size=11))
     pub.publish(pub.deleted_event("box", key))
     put, delete = (parse_queue_message(t)[0] for t in sent)
-    assert (put.container_id, put.key, put.op, put.etag, put.size) == (f"az://{ACCOUNT}/box", key, "put", "0x8DEADBEEF", 11)
+    assert (put.container_id, put.key, put.op, put.etag, put.size) == (f"az://{ACCOUNT}/box", key, "put",
+                                                                       "0x8DEADBEEF", 11)
     assert (delete.key, delete.op, delete.etag, delete.size) == (key, "delete", None, None)
     assert is_newer(delete.sequencer, None, put.sequencer, None)
 
@@ -269,7 +272,8 @@ def test_other_storage_and_eventgrid_types_carry_nothing():
     (json.dumps({"hello": 1}), "neither an Event Grid event"),
     (json.dumps(dict(DOC_CREATED, eventType="Contoso.Items.ItemReceived")), "unexpected event type"),
     (json.dumps(dict(DOC_CREATED, data=None)), "has no data object"),
-    (json.dumps(dict(DOC_CREATED, topic="/x", subject="/y", data={"url": "https://example.com/c/b"})), "no storage account"),
+    (json.dumps(dict(DOC_CREATED, topic="/x", subject="/y", data={"url": "https://example.com/c/b"})),
+     "no storage account"),
     (json.dumps(dict(DOC_CREATED, subject="/nope", data={})), "neither a blob subject nor a url"),
     (json.dumps(dict(DOC_DELETED_CE, specversion="0.1")), "unsupported CloudEvents specversion"),
     (json.dumps([DOC_CREATED, 5]), r"event \[1\]: expected a JSON object"),

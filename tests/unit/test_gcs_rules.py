@@ -43,7 +43,8 @@ def test_classify_error_maps_sdk_and_transport_exceptions():
         assert type(err) is cls, (exc, err)
         assert "gs://bkt" in str(err)
     assert "NoSuchBucket" in str(classify_error(gx.NotFound("Not Found"), "bkt", missing="bucket"))
-    assert RetryableError.retryable and classify_error(gx.RetryError("deadline", gx.ServiceUnavailable("x")), "b").retryable
+    assert RetryableError.retryable and classify_error(gx.RetryError("deadline", gx.ServiceUnavailable("x")),
+                                                       "b").retryable
 
 
 def test_storage_class_mapping():

@@ -12,7 +12,14 @@ from cloudmirror.location import parse_location
 from cloudmirror.replication.history import key_versions, sync_history
 from cloudmirror.replication.transfer import Endpoint
 from cloudmirror.stores import open_store
-from cloudmirror.stores.base import REPLICA_MARKER, SOURCE_VERSION_KEY, FatalError, GetOptions, PutOptions, RetryableError
+from cloudmirror.stores.base import (
+    REPLICA_MARKER,
+    SOURCE_VERSION_KEY,
+    FatalError,
+    GetOptions,
+    PutOptions,
+    RetryableError,
+)
 from cloudmirror.stores.memory import reset_memory_stores, set_versioning
 from tests.unit.test_worker import drain
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from cloudmirror.services import mirrors
 from cloudmirror.config import validate_config
 from cloudmirror.errors import ConflictError, InvalidInput, NotFoundError
 from cloudmirror.ledger.mirrors import MirrorSpecs
 from cloudmirror.ledger.repo import Ledger
 from cloudmirror.location import parse_location
+from cloudmirror.services import mirrors
 from cloudmirror.stores import open_store
 from cloudmirror.stores.base import PutOptions
 from cloudmirror.stores.memory import reset_memory_stores

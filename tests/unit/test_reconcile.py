@@ -8,7 +8,7 @@ from cloudmirror.ledger.runs import Runs
 from cloudmirror.replication.reconcile import Reconciler, merge
 from cloudmirror.replication.transfer import Endpoint
 from cloudmirror.services.runtime import Service
-from cloudmirror.stores.base import ListOptions, PutOptions, RetryableError, SOURCE_VERSION_KEY
+from cloudmirror.stores.base import SOURCE_VERSION_KEY, ListOptions, PutOptions, RetryableError
 from tests.conftest import unique_name
 
 
@@ -64,7 +64,7 @@ async def test_differences_dry_run_and_resume_after_a_failed_listing(sqlite_url)
     assert Runs(svc.ledger).list() == [] and svc.ledger.backlog() == 0
 
     failing = Endpoint(svc.endpoint(src).location, FailingList(s, after=1100))
-    endpoint = lambda url: failing if url == src else svc.endpoint(url)  # noqa: E731
+    endpoint = lambda url: failing if url == src else svc.endpoint(url)  # noqa: E731 - a one-line lambda reads better here
     try:
         await Reconciler(m, t, endpoint, svc.ledger).run()
         raise AssertionError("the listing should have failed")

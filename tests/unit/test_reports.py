@@ -97,7 +97,8 @@ def assert_csv_shows(data: dict, blob: bytes) -> None:
     assert report["data_digest"] == data_digest(data)
     assert (report["since"], report["until"], report["objective_seconds"]) == (
         data["period"]["since"], data["period"]["until"], str(data["objective_seconds"]))
-    assert {r["field"]: r["value"] for r in s["summary"]} == {k: csv_cell(v) for k, v in flatten(data["summary"]).items()}
+    assert ({r["field"]: r["value"] for r in s["summary"]}
+            == {k: csv_cell(v) for k, v in flatten(data["summary"]).items()})
     assert s["targets"] == [{k: csv_cell(v) for k, v in flatten(t).items()} for t in data["targets"]]
     assert s["breaches"] == [{k: csv_cell(v) for k, v in b.items() if k != "objects"} for b in data["breaches"]]
     objects = [dict(breach=str(b["number"]), **{k: csv_cell(v) for k, v in o.items()})

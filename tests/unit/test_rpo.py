@@ -153,7 +153,7 @@ def test_the_sweep_matches_the_definition_on_random_workloads():
         since, until = 0.0, 100.0
         steps = rpo_steps(ivs, since, until)
         assert steps[0].start == since and steps[-1].end == until
-        assert all(a.end == b.start for a, b in zip(steps, steps[1:]))
+        assert all(a.end == b.start for a, b in zip(steps, steps[1:], strict=False))
         for t in [rnd.uniform(since, until) for _ in range(60)]:
             assert rpo_from_steps(steps, t) == pytest.approx(rpo_brute(ivs, t))
         objective = rnd.uniform(1, 10)

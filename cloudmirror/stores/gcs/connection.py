@@ -60,7 +60,7 @@ class GCSConnection:
                 loop = asyncio.get_running_loop()
                 try:
                     client, http, api = await loop.run_in_executor(self.executor(), make_client, self.location)
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:  # noqa: BLE001 - everything the SDK / transport raises is classified
                     raise classify_error(e, self.bucket) from e
                 self.client, self.http, self.api = client, http, api
         return self.client

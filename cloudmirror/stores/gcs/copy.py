@@ -94,13 +94,13 @@ class GCSCopier:
                 token, _, _ = dest.rewrite(pinned, token=token, timeout=TIMEOUT, **guards)
                 if token is None:
                     break
-            props = dict(dest._properties)  # noqa: SLF001
+            props = dict(dest._properties)  # noqa: SLF001 - the SDK exposes the raw resource only as _properties
             stored = props.get("metadata") or {}
             if stored != wanted:  # an empty metadata map in the body reads as "not given": the source's is copied
                 # PATCH merges metadata: null removes a key; a null map removes them all
                 dest.metadata = {**{k: None for k in stored if k not in wanted}, **wanted} if wanted else None
                 dest.patch(if_generation_match=int(props["generation"]), timeout=TIMEOUT)
-                props = dict(dest._properties)  # noqa: SLF001
+                props = dict(dest._properties)  # noqa: SLF001 - the SDK exposes the raw resource only as _properties
                 if (props.get("metadata") or {}) != wanted:
                     log.warning("%s: the service kept metadata %s after a rewrite asking for %s", where,
                                 props.get("metadata"), wanted)

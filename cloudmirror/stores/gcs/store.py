@@ -199,7 +199,7 @@ class GCSStore:
                                    page_size=max(1, min(size, MAX_LIST_PAGE)), page_token=token,
                                    versions="true" if versions else None, timeout=TIMEOUT, retry=retry())
             page = next(it.pages, None)
-            items = [dict(b._properties) for b in page] if page is not None else []  # noqa: SLF001
+            items = [dict(b._properties) for b in page] if page is not None else []  # noqa: SLF001 - the SDK exposes the raw resource only as _properties
             return items, it.next_page_token
 
         return await self.conn.run("list", fetch, opts.prefix or None, missing="bucket")
@@ -274,7 +274,7 @@ class GCSStore:
             blob.md5_hash = base64.b64encode(digest).decode()  # GCS rejects the upload if the bytes differ
             blob.upload_from_string(data, content_type=opts.content_type or "application/octet-stream",
                                     checksum=None, timeout=TIMEOUT)
-            return dict(blob._properties), digest.hex()  # noqa: SLF001
+            return dict(blob._properties), digest.hex()  # noqa: SLF001 - the SDK exposes the raw resource only as _properties
 
         props, md5 = await self.conn.run("put", upload, key, missing="bucket")
         return self._written(where, props, md5, len(data))

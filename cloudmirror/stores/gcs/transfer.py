@@ -275,7 +275,7 @@ class ResumableSession:
 
     def _recover(self, attempt: int) -> tuple[int, dict | None]:
         """Wait, then ask how many bytes were persisted: (persisted, object if finalised)."""
-        time.sleep(min(8.0, 0.25 * 2 ** attempt) * random.uniform(0.5, 1.0))  # noqa: S311
+        time.sleep(min(8.0, 0.25 * 2 ** attempt) * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not crypto
         r = self.http.put(self.url, data=b"", headers={"Content-Range": "bytes */*"}, timeout=TIMEOUT)
         if r.status_code in (200, 201):
             return -1, r.json()
