@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, exc, make_url
 from sqlalchemy.pool import NullPool
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
+from tenacity import Retrying, retry, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 BUSY_TIMEOUT_S = 30.0  # how long one statement waits for a lock held by another connection
@@ -49,6 +49,18 @@ def is_locked(e: BaseException) -> bool:
     orig = getattr(e, "orig", None) or e
     text = str(orig).lower()
     return isinstance(orig, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+def is_transient(e: BaseException) -> bool:
+    """PostgreSQL deadlock (40P01) or serialization failure (40001), or SQLite still busy or
+    locked after its busy timeout: the transaction rolled back, safe to run again."""
+    return isinstance(e, exc.OperationalError) and (getattr(e.orig, "sqlstate", None) in ("40P01", "40001")
+                                                    or is_locked(e))
+
+
+# for one-transaction ledger methods that are safe to run again
+retry_transient = retry(retry=retry_if_exception(is_transient), stop=stop_after_attempt(8),
+                        wait=wait_random_exponential(multiplier=0.01, max=0.5), reraise=True)
 
 
 def retrying_locked(attempts: int = 12) -> Retrying:

@@ -90,6 +90,8 @@ replications = Table(
     Column("next_attempt_at", Double, nullable=False),
     Column("lease_owner", String(128)),
     Column("lease_expires_at", Double),
+    # +1 on every claim: the fencing token of the current lease (a lapsed holder's is stale)
+    Column("lease_token", Integer, nullable=False, server_default="0"),
     Column("created_at", Double, nullable=False),
     Column("started_at", Double),
     Column("completed_at", Double),

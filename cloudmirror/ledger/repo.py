@@ -1,4 +1,5 @@
-"""All SQL lives here. The Ledger is synchronous (call it through asyncio.to_thread from
+"""All SQL lives here (claims, leases and outcomes of replications in claims.py, the other
+tables in their own modules). The Ledger is synchronous (call it through asyncio.to_thread from
 async code); every method is one transaction.
 
 Ordering of versions of one key (invariant 3): by provider sequencer when both versions
@@ -14,28 +15,22 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Double, bindparam, case, func, insert, select, update
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, OperationalError
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from cloudmirror.ledger import db
+from cloudmirror.ledger.claims import LEASE_EXPIRED, Claims, Job
 from cloudmirror.ledger.models import dead_letters, key_heads, replications, versions
+
+__all__ = ["LEASE_EXPIRED", "LISTED_ORIGINS", "DeadLetter", "Job", "Ledger", "NewVersion", "RecordOutcome",
+           "TargetPlan", "is_newer", "lock_id"]
 
 R = replications.c
 LISTED_ORIGINS = ("backfill", "reconcile")  # versions found by comparing listings, not announced
 V = versions.c
 
 
-def _is_transient(e: BaseException) -> bool:
-    """PostgreSQL deadlock (40P01) or serialization failure (40001), or SQLite still busy or
-    locked after its busy timeout: the transaction rolled back, safe to run again."""
-    return isinstance(e, OperationalError) and (getattr(e.orig, "sqlstate", None) in ("40P01", "40001")
-                                                or db.is_locked(e))
-
-
-_retry_transient = retry(retry=retry_if_exception(_is_transient), stop=stop_after_attempt(8),
-                         wait=wait_random_exponential(multiplier=0.01, max=0.5), reraise=True)
+_retry_transient = db.retry_transient  # (kept for the ledger modules that import it from here)
 
 
 def lock_id(mirror: str, target: str, key: str) -> str:
@@ -89,30 +84,9 @@ class RecordOutcome:
     stale: int = 0
 
 
-@dataclass
-class Job:
-    """A claimed replication with what the worker needs to know about its version."""
-
-    id: int
-    version_pk: int
-    mirror: str
-    target: str
-    key: str
-    op: str
-    attempts: int
-    source_time: float
-    version_id: str | None
-    etag: str | None
-    sequencer: str | None
-    size: int | None
-    upload_id: str | None
-    origin: str = "event"  # event | poll | backfill | reconcile
-    last_copied_etag: str | None = None  # what the newest completed copy of this key shipped
-    last_copied_version: str | None = None
-
-
-class Ledger:
-    """The SQL ledger. Thread-safe (one connection per call from the pool)."""
+class Ledger(Claims):
+    """The SQL ledger. Thread-safe (one connection per call from the pool). Claims, leases and
+    outcomes of replications are in ledger/claims.py."""
 
     def __init__(self, url: str, *, pool_size: int = 8):
         self.url = db.normalize_url(url)
@@ -128,19 +102,13 @@ class Ledger:
         self.engine.dispose()
         self.reader.dispose()
 
-    def _db_now(self):
-        """The database's clock at the moment a row is written, in epoch seconds: a claim's
-        started_at then always follows the commit that freed its key, across hosts too."""
-        if self.sqlite:
-            return (func.julianday("now") - 2440587.5) * 86400.0
-        return func.extract("epoch", func.clock_timestamp()).cast(Double)
-
     def _insert(self, table):
         return (sqlite if self.sqlite else postgresql).insert(table)
 
     # ------------------------------------------------------------ intake
     @_retry_transient
-    def record(self, items: Sequence[NewVersion], dead: Sequence[DeadLetter] = (), *, now: float | None = None) -> RecordOutcome:
+    def record(self, items: Sequence[NewVersion], dead: Sequence[DeadLetter] = (), *,
+               now: float | None = None) -> RecordOutcome:
         """Record versions (dropping duplicates by token) and dead letters in ONE transaction.
 
         Items are written in (mirror, key, token) order so that concurrent transactions take
@@ -162,7 +130,8 @@ class Ledger:
                     .returning(V.id)
                 ).scalar()
                 if pk is None:
-                    conn.execute(update(versions).where(V.mirror == item.mirror, V.key == item.key, V.token == item.token)
+                    conn.execute(update(versions)
+                                 .where(V.mirror == item.mirror, V.key == item.key, V.token == item.token)
                                  .values(duplicates=V.duplicates + 1))
                     out.duplicate += 1
                     continue
@@ -208,149 +177,6 @@ class Ledger:
         conn.execute(update(key_heads).where(key_heads.c.mirror == item.mirror, key_heads.c.key == item.key)
                      .values(version_pk=pk, sequencer=item.sequencer, source_time=item.source_time))
         return None, False
-
-    # ------------------------------------------------------------ claims
-    @_retry_transient
-    def claim(self, mirror: str, target: str, owner: str, limit: int, lease: float, *, now: float | None = None) -> list[Job]:
-        """Claim up to `limit` due pending replications of one (mirror, target).
-
-        One statement; on PostgreSQL `FOR UPDATE SKIP LOCKED` lets several workers claim
-        side by side, and the partial unique index on `lock` keeps one key in flight at once.
-        """
-        now = time.time() if now is None else now
-        due = (select(R.id).where(R.mirror == mirror, R.target == target, R.status == "pending",
-                                  R.next_attempt_at <= now).limit(1))
-        with self.reader.connect() as conn:  # nothing due: no write transaction at all
-            if conn.execute(due).first() is None:
-                return []
-        x = replications.alias("x")
-        busy = select(x.c.id).where(x.c.lock == R.lock, x.c.status == "in_progress").exists()
-        pick = (select(R.id).where(R.mirror == mirror, R.target == target, R.status == "pending",
-                                   R.next_attempt_at <= now, ~busy)
-                .order_by(R.next_attempt_at, R.id).limit(limit))
-        if not self.sqlite:
-            pick = pick.with_for_update(skip_locked=True)
-        stmt = (update(replications).where(R.id.in_(pick.scalar_subquery()))
-                .values(status="in_progress", lease_owner=owner, lease_expires_at=now + lease, attempts=R.attempts + 1,
-                        started_at=self._db_now())
-                .returning(R.id))
-        try:
-            with self.engine.begin() as conn:
-                ids = [r[0] for r in conn.execute(stmt)]
-                return self._jobs(conn, ids)
-        except IntegrityError:
-            # two pending versions of one key in one batch (rare): claim them one at a time
-            if limit == 1:
-                return []
-            return self.claim(mirror, target, owner, 1, lease, now=now)
-
-    @staticmethod
-    def _jobs(conn, ids: list[int]) -> list[Job]:
-        if not ids:
-            return []
-        done = replications.alias("done")
-        last = (select(done.c.copied_etag, done.c.copied_version_id)
-                .where(done.c.lock == R.lock, done.c.status == "completed", done.c.copied_etag.is_not(None))
-                .order_by(done.c.completed_at.desc(), done.c.id.desc()).limit(1))
-        q = (select(R.id, R.version_pk, R.mirror, R.target, R.key, V.op, R.attempts, V.source_time, V.version_id,
-                    V.etag, V.sequencer, V.size, R.upload_id, V.origin,
-                    last.with_only_columns(done.c.copied_etag).scalar_subquery().label("last_copied_etag"),
-                    last.with_only_columns(done.c.copied_version_id).scalar_subquery().label("last_copied_version"))
-             .join(versions, V.id == R.version_pk).where(R.id.in_(ids)).order_by(R.id))
-        return [Job(**r._mapping) for r in conn.execute(q)]
-
-    def extend_leases(self, owner: str, ids: Sequence[int], lease: float, *, now: float | None = None) -> int:
-        """Push the lease of in-flight jobs forward. Returns how many are still ours."""
-        if not ids:
-            return 0
-        now = time.time() if now is None else now
-        with self.engine.begin() as conn:
-            return conn.execute(update(replications)
-                                .where(R.id.in_(list(ids)), R.lease_owner == owner, R.status == "in_progress")
-                                .values(lease_expires_at=now + lease)).rowcount
-
-    def owned_by(self, owner: str, ids: Sequence[int]) -> list[int]:
-        """Which of these jobs are still in flight under our lease."""
-        if not ids:
-            return []
-        q = select(R.id).where(R.id.in_(list(ids)), R.lease_owner == owner, R.status == "in_progress")
-        with self.reader.connect() as conn:
-            return [r[0] for r in conn.execute(q)]
-
-    def reclaim_expired(self, *, now: float | None = None) -> int:
-        """Put in-flight jobs whose lease ran out (a crashed worker's) back to pending.
-        Their upload_id stays so the next attempt aborts the unfinished upload first."""
-        now = time.time() if now is None else now
-        with self.engine.begin() as conn:
-            n = conn.execute(update(replications)
-                             .where(R.status == "in_progress", R.lease_expires_at < now)
-                             .values(status="pending", lease_owner=None, lease_expires_at=None,
-                                     next_attempt_at=now, last_error="lease expired (worker died?)")).rowcount
-            if n:  # a version recorded while the dead job was in flight is newer: it wins
-                y = replications.alias("y")
-                newer = select(y.c.id).where(y.c.lock == R.lock, y.c.status == "pending", y.c.id > R.id).exists()
-                conn.execute(update(replications).where(R.status == "pending", newer)
-                             .values(status="superseded", detail="superseded by a newer version", completed_at=now,
-                                     upload_id=R.upload_id))
-            return n
-
-    def release(self, owner: str, ids: Sequence[int]) -> None:
-        """Give unstarted claimed jobs back (on shutdown); attempts are not counted."""
-        if not ids:
-            return
-        with self.engine.begin() as conn:
-            conn.execute(update(replications).where(R.id.in_(list(ids)), R.lease_owner == owner, R.status == "in_progress")
-                         .values(status="pending", lease_owner=None, lease_expires_at=None, attempts=R.attempts - 1))
-
-    # ------------------------------------------------------------ outcomes
-    def _finish(self, job_id: int, owner: str, **values) -> bool:
-        """End (or reschedule) a job we hold; lease_owner stays as a record of who ran it."""
-        with self.engine.begin() as conn:
-            return conn.execute(update(replications)
-                                .where(R.id == job_id, R.status == "in_progress", R.lease_owner == owner)
-                                .values(lease_expires_at=None, **values)).rowcount == 1
-
-    def complete(self, job_id: int, owner: str, *, copied_etag: str | None = None, copied_version_id: str | None = None,
-                 target_etag: str | None = None, target_version_id: str | None = None, size: int | None = None,
-                 detail: str | None = None, now: float | None = None) -> bool:
-        """Mark a job completed. False when the job was no longer ours (lease lost)."""
-        return self.complete_many(owner, [dict(id=job_id, copied_etag=copied_etag, copied_version_id=copied_version_id,
-                                               target_etag=target_etag, target_version_id=target_version_id,
-                                               bytes=size, detail=detail)], now=now) == 1
-
-    def complete_many(self, owner: str, done: Sequence[dict], *, now: float | None = None) -> int:
-        """Mark many jobs completed in one transaction. Each dict has `id` and optionally
-        copied_etag, copied_version_id, target_etag, target_version_id, bytes, detail.
-        Returns how many were still ours (a job whose lease was lost is left alone)."""
-        if not done:
-            return 0
-        fields = ("copied_etag", "copied_version_id", "target_etag", "target_version_id", "bytes", "detail")
-        rows = [{"_id": d["id"], **{f: d.get(f) for f in fields}} for d in done]
-        stmt = (update(replications)
-                .where(R.id == bindparam("_id"), R.status == "in_progress", R.lease_owner == owner)
-                .values(status="completed", completed_at=self._db_now() if now is None else now, lease_expires_at=None,
-                        upload_id=None, last_error=None,
-                        **{f: bindparam(f) for f in fields}))
-        with self.engine.begin() as conn:
-            return conn.execute(stmt, rows).rowcount
-
-    def finish_other(self, job_id: int, owner: str, status: str, detail: str) -> bool:
-        """End a job as superseded or skipped, with the reason."""
-        assert status in ("superseded", "skipped")
-        return self._finish(job_id, owner, status=status, detail=detail, completed_at=time.time(), upload_id=None)
-
-    def retry_later(self, job_id: int, owner: str, error: str, at: float, *, count_attempt: bool = True) -> bool:
-        values = dict(status="pending", last_error=error, next_attempt_at=at)
-        if not count_attempt:
-            values["attempts"] = R.attempts - 1
-        return self._finish(job_id, owner, **values)
-
-    def fail(self, job_id: int, owner: str, error: str) -> bool:
-        return self._finish(job_id, owner, status="failed", last_error=error, completed_at=time.time())
-
-    def set_upload_id(self, job_id: int, upload_id: str | None) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(replications).where(R.id == job_id).values(upload_id=upload_id))
 
     # ------------------------------------------------------------ reading
     def status(self, *, now: float | None = None) -> list[dict]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from cloudmirror.config import Target, WorkerSettings
@@ -88,17 +88,21 @@ def _chunk(settings: WorkerSettings) -> int:
 
 async def copy_object(src: Endpoint, dst: Endpoint, key: str, meta: ObjectMeta, *, mirror: str, target: Target,
                       settings: WorkerSettings, on_upload_started: UploadStartedHook | None = None,
-                      opened: GetResult | None = None) -> PutResult:
+                      opened: GetResult | None = None, guard: Callable[[], Awaitable[None]] | None = None) -> PutResult:
     """Copy the source version described by `meta` (from a HEAD, or from `opened`, a GET
     already under way whose meta it is) to the target.
 
-    `key` is relative to both locations' prefixes. Raises PreconditionFailed when the
-    source changed since the HEAD, NotFound when it is gone, ChecksumMismatch when the
-    bytes written differ from the bytes read, and the other StoreErrors.
+    `key` is relative to both locations' prefixes. `guard` is awaited before the write
+    starts and before each chunk of a streamed one goes out; whatever it raises (the
+    worker's LeaseLost) stops the copy. Raises PreconditionFailed when the source changed
+    since the HEAD, NotFound when it is gone, ChecksumMismatch when the bytes written
+    differ from the bytes read, and the other StoreErrors.
     """
     src_key, dst_key = src.location.full_key(key), dst.location.full_key(key)
     if meta.tags is None:  # tags are set explicitly on every copy: fetched only when there are some
         meta.tags = {} if meta.tag_count == 0 else await src.store.get_tags(src_key, meta.version_id)
+    if guard is not None:
+        await guard()
     if opened is None and server_side(src, dst):
         opts = _write_options(CopyOptions, meta, mirror, target, settings, on_upload_started,
                               source_version_id=meta.version_id, source_if_match=meta.etag, tags=dict(meta.tags))
@@ -109,6 +113,8 @@ async def copy_object(src: Endpoint, dst: Endpoint, key: str, meta: ObjectMeta, 
 
     async def body() -> AsyncIterator[bytes]:
         async for chunk in got.body:
+            if guard is not None:
+                await guard()
             check.update(chunk)
             yield chunk
 
