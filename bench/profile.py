@@ -146,7 +146,7 @@ def summarise_pstats(stats: pstats.Stats) -> dict:
 
 
 # outermost entry points per component (cProfile's cumulative time double-counts nesting)
-_ENTRY = {"record", "claim", "jobs", "complete", "finish_other", "last_copied", "extend_leases", "reclaim_expired",
+_ENTRY = {"record", "claim", "jobs", "complete", "finish_other", "last_copied", "renew_leases", "reclaim_expired",
           "head", "copy", "receive", "ack"}
 
 

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 
 from cloudmirror.ledger.models import mirror_specs
 from cloudmirror.ledger.repo import Ledger, _retry_transient
@@ -59,8 +59,10 @@ class MirrorSpecs:
         now = time.time() if now is None else now
         changed = []
         with self.ledger.engine.begin() as conn:
-            rows = {r.name: r for r in conn.execute(select(mirror_specs).with_for_update()
-                                                    if not self.ledger.sqlite else select(mirror_specs))}
+            if not self.ledger.sqlite:  # one seed at a time (two starts on an empty table would both insert);
+                # SQLite's BEGIN IMMEDIATE already serializes writers. Readers are not blocked.
+                conn.execute(text("LOCK TABLE mirror_specs IN SHARE ROW EXCLUSIVE MODE"))
+            rows = {r.name: r for r in conn.execute(select(mirror_specs))}
             for name, spec in specs.items():
                 r = rows.get(name)
                 if r is None:

@@ -119,3 +119,35 @@ async def test_a_running_service_picks_up_a_new_mirror_and_a_pause(ledger_url):
         mirrors.set_paused(base, r.ledger, "b", False)
         await eventually(lambda: on_b(["k1", "k2"]), timeout=30, message="resumed")
     reset_memory_stores()
+
+
+def test_starts_that_seed_at_the_same_moment_do_not_collide(ledger_url):
+    """Two services starting at once (two workers on one PostgreSQL ledger) both seed the
+    same new mirrors: each seed waits for the other, none fails on a duplicate name."""
+    import threading
+
+    ledgers = [Ledger(ledger_url), Ledger(ledger_url)]
+    try:
+        for round_ in range(8):
+            specs = {f"m{round_}-{i}": {**A, "name": f"m{round_}-{i}"} for i in range(3)}
+            barrier, errors, changed = threading.Barrier(2), [], []
+
+            def seed(led, barrier=barrier, specs=specs, changed=changed, errors=errors):
+                barrier.wait()
+                try:
+                    changed.append(MirrorSpecs(led).seed(specs))
+                except Exception as e:  # noqa: BLE001 - collected and asserted below
+                    errors.append(e)
+
+            threads = [threading.Thread(target=seed, args=(led,)) for led in ledgers]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            assert errors == []
+            first, second = sorted(changed, key=len)
+            assert first == [] and set(specs) <= set(second)  # one seed made the change, the other saw it made
+            assert names(ledgers[0]) == sorted(specs)  # (the file's mirrors of the round before are gone)
+    finally:
+        for led in ledgers:
+            led.close()
