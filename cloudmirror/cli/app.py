@@ -15,7 +15,3 @@ for _module in (serve, status, reconcile, db, local, keys, report, dr):
 
 def main() -> None:  # pragma: no cover
     app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
