@@ -15,6 +15,7 @@ import boto3
 from cloudmirror.config import Config, validate_config
 from cloudmirror.ledger.repo import Ledger
 from cloudmirror.local.provision import create_sqs_queue, notify_bucket_to_queue
+from cloudmirror.services import runtime
 from cloudmirror.services.runtime import Service
 from cloudmirror.stores.base import REPLICA_MARKER, SOURCE_VERSION_KEY
 
@@ -80,17 +81,26 @@ class Running:
         self.ledger = self.service.ledger
 
 
+# How often the tests' services look for changed mirrors in the ledger (the product's
+# runtime.CONTROL_POLL_S is 1 s): a pause, failover or API change is followed at once.
+CONTROL_POLL_S = 0.1
+
+
 @asynccontextmanager
 async def running(cfg: Config, **roles):
     """Run cloudmirror (intake + workers) in this event loop for the duration of the block."""
+    saved, runtime.CONTROL_POLL_S = runtime.CONTROL_POLL_S, CONTROL_POLL_S
     svc = Service(cfg)
     task = asyncio.create_task(svc.run(**roles))
     try:
         yield Running(svc, task)
     finally:
-        svc.stop()
-        await asyncio.wait_for(task, 30)
-        await svc.close()
+        try:
+            svc.stop()
+            await asyncio.wait_for(task, 30)
+            await svc.close()
+        finally:
+            runtime.CONTROL_POLL_S = saved
 
 
 async def eventually(check, *, timeout=30.0, interval=0.05, message="condition not met"):
@@ -123,7 +133,8 @@ def snapshot(s3, bucket: str, *, prefix: str = "") -> dict[str, dict]:
             tagset = {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=bucket, Key=k)["TagSet"]}
             out[k[len(prefix):]] = {"md5": hashlib.md5(body).hexdigest(), "size": len(body),  # noqa: S324
                                     "content_type": got.get("ContentType"), "cache_control": got.get("CacheControl"),
-                                    "content_disposition": got.get("ContentDisposition"), "metadata": md, "tags": tagset}
+                                    "content_disposition": got.get("ContentDisposition"), "metadata": md,
+                                    "tags": tagset}
     return out
 
 
