@@ -283,11 +283,11 @@ async def test_pubsub_missing_subscription_is_a_feed_error(pubsub_host, monkeypa
     from cloudmirror.events.pubsub import FeedError, PubSubFeed
 
     monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
-    feed = PubSubFeed(f"projects/cloudmirror-test/subscriptions/{unique_name('nope')}", wait_time_s=3,
+    feed = PubSubFeed(f"projects/cloudmirror-test/subscriptions/{unique_name('nope')}", wait_time_s=1,
                       emulator_host=pubsub_host)
     try:
         with pytest.raises(FeedError, match="streaming pull stopped"):
-            for _ in range(5):
+            for _ in range(15):  # up to 15 s, as before; a receive checks the stream after its 1 s wait
                 await feed.receive()
     finally:
         await feed.close()
