@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import boto3
+from botocore.exceptions import ClientError
 
 from cloudmirror.config import Config, validate_config
 from cloudmirror.ledger.repo import Ledger
@@ -139,9 +140,15 @@ def snapshot(s3, bucket: str, *, prefix: str = "") -> dict[str, dict]:
 
 
 def converged(cloud: Cloud, src: str, dst: str, src_region="us-east-1", dst_region="eu-west-1"):
-    """A check for `eventually`: the target equals the source (raises AssertionError with the diff)."""
+    """A check for `eventually`: the target equals the source (raises AssertionError with the diff,
+    also when an object listed is gone before it is read: a delete still under way)."""
     def check():
-        a, b = snapshot(cloud.s3(src_region), src), snapshot(cloud.s3(dst_region), dst)
+        try:
+            a, b = snapshot(cloud.s3(src_region), src), snapshot(cloud.s3(dst_region), dst)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+                raise
+            raise AssertionError(f"changed while being read: {e}") from None
         if a != b:
             missing = sorted(set(a) - set(b))[:3]
             extra = sorted(set(b) - set(a))[:3]

@@ -12,7 +12,15 @@ from typing import Any
 
 from cloudmirror.location import Location, parse_location
 from cloudmirror.stores import open_store
-from cloudmirror.stores.base import REPLICA_MARKER, SOURCE_VERSION_KEY, HeadOptions, ListOptions, PutOptions, Store
+from cloudmirror.stores.base import (
+    REPLICA_MARKER,
+    SOURCE_VERSION_KEY,
+    HeadOptions,
+    ListOptions,
+    NotFound,
+    PutOptions,
+    Store,
+)
 from tests.conftest import GCS_PROJECT, GCS_TOPIC, azure_location_url, gcs_location_url, unique_name
 
 PROVIDERS = ("s3", "gcs", "azure", "file")
@@ -149,8 +157,12 @@ def diff(a: dict, b: dict) -> str:
 
 
 async def same(src: str, dst: str) -> bool:
-    """For `eventually`: raises AssertionError with the difference until dst equals src."""
-    a, b = await snapshot(src), await snapshot(dst)
+    """For `eventually`: raises AssertionError with the difference until dst equals src (also
+    when an object listed is gone before it is read: a delete still under way)."""
+    try:
+        a, b = await snapshot(src), await snapshot(dst)
+    except NotFound as e:
+        raise AssertionError(f"changed while being read: {e}") from None
     if a != b:
         raise AssertionError(diff(a, b))
     return True
