@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from api.app import create_app
-from cloudmirror.services import access
 from cloudmirror.config import Config, validate_config
 from cloudmirror.ledger.repo import Ledger
+from cloudmirror.services import access
 from tests.conftest import unique_name
 
 
