@@ -17,7 +17,7 @@ alone is checked (tools and tests that claim and finish synchronously).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Double, Integer, bindparam, func, select, tuple_, update
@@ -161,11 +161,15 @@ class Claims:
                                                .values(lease_expires_at=self._clock(now) + lease).returning(R.id))}
 
     @retry_transient
-    def reclaim_expired(self, *, now: float | None = None) -> int:
+    def reclaim_expired(self, *, now: float | None = None, spare: Collection[int] = ()) -> int:
         """Put in-flight jobs whose lease ran out (a crashed or starved worker's) back to
         pending, by the database's clock (or `now`). Their upload_id stays so the next attempt
-        aborts the unfinished upload first; their token stays, to be outdated by the next claim."""
+        aborts the unfinished upload first; their token stays, to be outdated by the next claim.
+        `spare`: ids the caller holds and renews itself (a keeper whose reclaim queued behind
+        another writer for longer than a lease must not take back its own live jobs)."""
         expired = [R.status == "in_progress", R.lease_expires_at < self._clock(now)]
+        if spare:
+            expired.append(R.id.not_in(list(spare)))
         with self.reader.connect() as conn:  # none expired (the usual case): no write transaction
             if conn.execute(select(R.id).where(*expired).limit(1)).first() is None:
                 return 0

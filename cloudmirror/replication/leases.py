@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from cloudmirror.ledger.repo import Job, Ledger
 
 log = logging.getLogger("cloudmirror.worker")
+ENSURE_TRIES = 3  # renewals ensure() makes before it judges a lease by what surely remains
 
 
 class LeaseLost(Exception):
@@ -104,9 +105,13 @@ class LeaseKeeper:
             h = self._held.get(job_id)
         if h is None:
             return  # not run by a pool (a direct call): nothing to keep
-        if not h.lost and time.monotonic() < h.valid_until - self.lease / 2:
-            return
-        if not h.lost:
+        for _ in range(ENSURE_TRIES):
+            if h.lost:
+                break
+            if time.monotonic() < h.valid_until - self.lease / 2:
+                return
+            # a renewal that queued behind another writer may come back with less than half
+            # a lease surely left although the ledger renewed it: renew again (the lock is free now)
             await asyncio.to_thread(self.renew, {job_id})
         if h.lost or time.monotonic() >= h.valid_until:
             raise LeaseLost(f"the lease of replication {job_id} lapsed and was taken back")
@@ -129,8 +134,10 @@ class LeaseKeeper:
             try:
                 for job_id in self.renew():
                     self.on_lost(job_id)
-                # after our own renewals: whatever expired now is not ours
-                if self.ledger.reclaim_expired():
+                # whatever expired and is not held here is a dead or starved worker's
+                with self._lock:
+                    held = set(self._held)
+                if self.ledger.reclaim_expired(spare=held):
                     self.on_reclaimed()
             except Exception:  # noqa: BLE001 - keep maintaining; the DB may come back
                 log.exception("lease maintenance failed")

@@ -112,3 +112,15 @@ def test_retry_and_fail(ledger):
     assert job.attempts == 2
     assert ledger.fail(job.id, "w", "NoSuchBucket")
     assert ledger.count(status="failed") == 1
+
+
+def test_a_keeper_never_takes_back_the_jobs_it_holds(ledger):
+    """A keeper's reclaim that queued behind another writer for longer than a lease finds
+    its own, just renewed, jobs expired: it spares the ones it holds and renews itself, and
+    takes back only the others (a dead worker's)."""
+    ledger.record([nv(key="mine", token="1"), nv(key="dead", token="1")], now=100.0)
+    [mine] = ledger.claim("m", T1, "w1", 1, lease=30, now=100.0)
+    [dead] = ledger.claim("m", T1, "w0", 1, lease=30, now=100.0)
+    assert ledger.reclaim_expired(now=200.0, spare={mine.id}) == 1
+    assert ledger.renew_leases("w1", {mine.id: mine.token}, 30) == {mine.id}  # still ours
+    assert [j.key for j in ledger.claim("m", T1, "w2", 10, lease=30, now=200.0)] == [dead.key]
