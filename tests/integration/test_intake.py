@@ -82,9 +82,11 @@ async def test_visibility_is_extended_while_a_slow_commit_runs(cloud, sqlite_url
     q = cloud.queue_for(src)
     cfg = validate_config({"mirrors": [mirror("m", cloud, src, [cloud.bucket("eu-west-1")], q)]})
     ledger = SlowLedger(sqlite_url)
-    ledger.delay = 4.0
-    feed = SqsFeed(q, wait_time_s=1, visibility_timeout_s=2, region="us-east-1")
-    intake = Intake(feed, Router(cfg.mirrors), ledger, visibility_timeout_s=2)
+    # 3 s, extended every 1.5 s: the margin holds on a loaded machine (with 2 s, one extension
+    # that moto answered late let the messages reappear)
+    ledger.delay = 6.0
+    feed = SqsFeed(q, wait_time_s=1, visibility_timeout_s=3, region="us-east-1")
+    intake = Intake(feed, Router(cfg.mirrors), ledger, visibility_timeout_s=3)
     cloud.s3().put_object(Bucket=src, Key="k", Body=b"x")
     try:
         msgs = await eventually(feed.receive, message="the event arrived")  # with moto's s3:TestEvent
