@@ -92,7 +92,9 @@ async def test_duplicated_and_late_events_never_regress(cloud, ledger_url):
     # no regression: whatever ran, only the newest bytes were ever shipped (an older version
     # claimed before the newest was recorded copies the source's current state)
     assert {md5[row["copied_etag"]] for row in rows if row["status"] == "completed"} == {"v3"}
-    assert [row["duplicates"] for row in rows] == [2, 2, 2]
+    # each event was sent three times: at least two duplicates each (SQS delivers at least once,
+    # so a message received twice -- moto does it under load with concurrent receives -- counts more)
+    assert all(row["duplicates"] >= 2 for row in rows), [row["duplicates"] for row in rows]
     assert all(row["detail"].startswith(("older than version", "superseded by version"))
                for row in rows if row["status"] == "superseded")
 
