@@ -86,7 +86,7 @@ sits next to the emulator's CPU):
    `--reconcile-rounds` interleaved rounds, one at a time: `cloudmirror reconcile bench -c CFG --json`
    (fresh SQLite ledger created by `cloudmirror db upgrade` beforehand; the first round is a run of kind
    `backfill`, later ones `reconcile`; its Prometheus counters are dumped at exit by a `python -c`
-   wrapper around `cloudmirror.cli.app`), `rclone check s3src:SRC s3src:DST --one-way --fast-list`
+   wrapper around `cloudmirror.cli`), `rclone check s3src:SRC s3src:DST --one-way --fast-list`
    (rclone.conf as in 5) and `s5cmd --dry-run sync 's3://SRC/*' 's3://DST/'`. Wall is start -> exit, the
    best round counts. Requests are counted from moto's access log (werkzeug logs every request line)
    over each run's window, for all three tools alike. One more cloudmirror run, untimed, under cProfile

@@ -1,5 +1,5 @@
 """`python -m cloudmirror.cli ...` runs the command line, like the `cloudmirror` script."""
 
-from cloudmirror.cli.app import main
+from cloudmirror.cli import main
 
 main()

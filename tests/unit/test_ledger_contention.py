@@ -70,7 +70,6 @@ def connect_only(url: str, rounds: int = 3 * ROUNDS) -> int:
 def test_one_sqlite_ledger_under_threads_processes_and_a_cpu_hog(tmp_path):
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     db.upgrade(url)
-    started = time.monotonic()
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         with ProcessPoolExecutor(PROCESSES + 1, mp_context=multiprocessing.get_context("spawn")) as procs, \
@@ -83,7 +82,6 @@ def test_one_sqlite_ledger_under_threads_processes_and_a_cpu_hog(tmp_path):
     finally:
         hog.kill()
         hog.wait()
-    elapsed = time.monotonic() - started
 
     total = (PROCESSES + THREADS) * ROUNDS * BATCH
     assert sum(r["recorded"] for r in results) == total
@@ -100,7 +98,6 @@ def test_one_sqlite_ledger_under_threads_processes_and_a_cpu_hog(tmp_path):
             assert conn.execute(text("pragma journal_mode")).scalar() == "wal"
     finally:
         led.close()
-    assert elapsed < 60, f"the hammering took {elapsed:.1f}s"
 
 
 def _open_at_once(url: str, n: int) -> list[str]:
