@@ -262,13 +262,11 @@ async def test_get_is_pinned_to_the_generation_it_saw(new_store):
     assert b"".join([c async for c in got.body]) == b"A" * MiB  # the old generation, never mixed bytes
 
 
-def _threads_downloading() -> int:
-    """Threads whose stack is inside the SDK's download (our hand-off sink)."""
-    import sys
-    import traceback
-
-    return sum(any(f.name == "write" and f.filename.endswith("gcs_transfer.py") or f.name == "download_to_file"
-                   for f in traceback.extract_stack(frame)) for frame in sys._current_frames().values())
+def _threads_downloading(store) -> int:
+    """Download threads of the store's pool that are busy (not parked idle). Counted from the
+    pool's own idle semaphore: walking other threads' live frames races with them on 3.11."""
+    pool = store._download_pool
+    return 0 if pool is None else len(pool._threads) - pool._idle_semaphore._value
 
 
 async def test_an_abandoned_body_stops_its_download_thread(new_store):
@@ -280,12 +278,12 @@ async def test_an_abandoned_body_stops_its_download_thread(new_store):
     unread = await store.get("k")  # never iterated: no download starts
     got = await store.get("k", GetOptions(chunk_size=MiB))
     first = await anext(got.body)
-    assert len(first) == MiB and _threads_downloading() == 1  # blocked on the hand-off
+    assert len(first) == MiB and _threads_downloading(store) == 1  # blocked on the hand-off
     await got.body.aclose()
     deadline = time.monotonic() + 10
-    while _threads_downloading() and time.monotonic() < deadline:
+    while _threads_downloading(store) and time.monotonic() < deadline:
         await asyncio.sleep(0.01)  # poll (the thread wakes at once when the slot is released)
-    assert _threads_downloading() == 0 and not store._downloads
+    assert _threads_downloading(store) == 0 and not store._downloads
     assert await read_all(store, "k", chunk_size=4 * MiB) == random.Random(3).randbytes(16 * MiB)
     del unread
 
