@@ -37,6 +37,20 @@ def parse_duration(value: Any) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
+def parse_delete_limit(value: Any) -> tuple[int | float, int | str]:
+    """max_deletes: 100 -> (100, 100); "10%" -> (0.1, "10%"). Raises ValueError."""
+    if isinstance(value, bool):
+        raise ValueError("max_deletes is a count (e.g. 500) or a percent of the target (e.g. 10%)")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("max_deletes cannot be negative")
+        return value, value
+    m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$", str(value))
+    if not m or float(m.group(1)) > 100:
+        raise ValueError(f"max_deletes is a count (e.g. 500) or a percent 0-100% of the target, got {value!r}")
+    return float(m.group(1)) / 100, f"{m.group(1)}%"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -164,7 +178,13 @@ class Mirror(_Strict):
     targets: Annotated[list[Target], Field(min_length=1)]
     events: list[EventFeed] = Field(default_factory=list)
     filter: Filter = Field(default_factory=Filter)
-    deletes: Literal["replicate", "ignore"] = "replicate"
+    # replicate: a delete on the source removes the key on targets where cloudmirror wrote it
+    # (the ledger records its copies); replicate_all: also objects it never wrote (a reconcile
+    # makes the target equal the source); ignore: targets keep everything
+    deletes: Literal["replicate", "replicate_all", "ignore"] = "replicate"
+    # a reconcile or failback that would delete more than this on one target (a count, or a
+    # percent of the target's objects) stops before deleting and needs --force
+    max_deletes: int | str = "10%"
     rpo_objective: float = 900.0
     paused: bool = False
     # compare source and targets by listing: once at start for targets never reconciled
@@ -189,6 +209,19 @@ class Mirror(_Strict):
         if isinstance(v, list):
             return [{"url": t} if isinstance(t, str) else t for t in v]
         return v
+
+    @field_validator("max_deletes")
+    @classmethod
+    def _max_deletes(cls, v: int | str) -> int | str:
+        return parse_delete_limit(v)[1]
+
+    def delete_limit(self, target_objects: int) -> int:
+        """The most objects one reconcile or failback may delete on a target holding
+        `target_objects` objects without --force."""
+        count, _ = parse_delete_limit(self.max_deletes)
+        if isinstance(count, int):
+            return count
+        return int(target_objects * count)
 
     @field_validator("rpo_objective", mode="before")
     @classmethod
@@ -263,6 +296,27 @@ class Group(_Strict):
 
 class ApiSettings(_Strict):
     listen: str = "127.0.0.1:8080"
+    # TLS: both a PEM certificate (chain) and its private key, or neither (plain HTTP)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    max_body_bytes: Annotated[int, Field(ge=1024, le=1024**3)] = 1024 * 1024  # larger bodies get 413
+    # failed authentications one client address may make per minute before it gets 429
+    auth_failures_per_minute: Annotated[int, Field(ge=1, le=100000)] = 30
+    max_report_period: float = 400 * 86400.0  # the longest since..until one report may cover
+
+    @field_validator("max_report_period", mode="before")
+    @classmethod
+    def _period(cls, v: Any) -> float:
+        seconds = parse_duration(v)
+        if seconds <= 0:
+            raise ValueError("max_report_period must be a positive duration such as 400d")
+        return seconds
+
+    @model_validator(mode="after")
+    def _tls(self) -> "ApiSettings":
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together: give both (PEM files) or neither")
+        return self
 
     @field_validator("listen")
     @classmethod

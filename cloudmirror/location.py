@@ -11,6 +11,7 @@ Credentials never appear here: each SDK's standard chain supplies them.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -19,7 +20,7 @@ _ALLOWED_PARAMS = {
     "s3": {"region", "endpoint", "profile"},
     "gs": {"endpoint", "project"},
     "az": {"endpoint", "connection_string_env", "credential"},
-    "file": set(),
+    "file": {"mode"},  # the permission bits of the files written there (octal, default 0640)
     "memory": set(),
 }
 
@@ -90,12 +91,12 @@ class Location:
 
     def __str__(self) -> str:
         if self.scheme == "file":
-            base = f"file://{self.bucket}"
-            return base + ("/" + self.prefix.rstrip("/") if self.prefix else "")
-        host = f"{self.account}/{self.bucket}" if self.scheme == "az" else self.bucket
-        url = f"{self.scheme}://{host}"
-        if self.prefix:
-            url += "/" + self.prefix.rstrip("/")
+            url = f"file://{self.bucket}" + ("/" + self.prefix.rstrip("/") if self.prefix else "")
+        else:
+            host = f"{self.account}/{self.bucket}" if self.scheme == "az" else self.bucket
+            url = f"{self.scheme}://{host}"
+            if self.prefix:
+                url += "/" + self.prefix.rstrip("/")
         if self.params:
             url += "?" + "&".join(f"{k}={v}" for k, v in self.params)
         return url
@@ -128,6 +129,11 @@ def parse_location(url: str) -> Location:
             raise LocationError(f"file URLs take an absolute path: file:///abs/path, got {url!r}")
         if not path.startswith("/"):
             raise LocationError(f"file URL path must be absolute: {url!r}")
+        if any(seg in (".", "..") for seg in path.split("/")):
+            raise LocationError(f"file URL path must not contain . or .. segments: {url!r}")
+        mode = dict(query).get("mode")
+        if mode is not None and not re.fullmatch(r"0?[0-7]{3}", mode):
+            raise LocationError(f"mode is octal permission bits such as 0640, got {mode!r}")
         return Location(scheme="file", bucket=path.rstrip("/") or "/", params=params)
     host = parts.netloc
     path = unquote(parts.path).lstrip("/")
