@@ -14,6 +14,9 @@ import pytest
 from cloudmirror.local.moto import start_moto
 
 ARTIFACTS = Path(os.environ.get("CLOUDMIRROR_TEST_ARTIFACTS", ".cloudmirror/test-artifacts"))
+# memory:// stores are for tests: the security policy refuses them elsewhere (cloudmirror.policy);
+# set at import so that every service and CLI process the tests start inherits it
+os.environ["CLOUDMIRROR_ALLOW_MEMORY"] = "1"
 
 
 @pytest.fixture(scope="session", autouse=True)
