@@ -15,7 +15,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.schemas import ErrorResponse
-from cloudmirror.errors import ConflictError, InvalidInput, NotFoundError, RequestError, Unavailable
+from cloudmirror.errors import ConflictError, Forbidden, InvalidInput, NotFoundError, RequestError, Unavailable
+from cloudmirror.policy import PolicyRefused
 
 log = logging.getLogger("cloudmirror.api")
 
@@ -23,7 +24,8 @@ CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_fo
          406: "not_acceptable", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
          422: "validation_error", 429: "too_many_requests", 500: "internal", 503: "unavailable"}
 # service errors (cloudmirror.errors) by their code; anything else a service refuses is a 400
-STATUS = {NotFoundError.code: 404, ConflictError.code: 409, InvalidInput.code: 422, Unavailable.code: 503}
+STATUS = {NotFoundError.code: 404, ConflictError.code: 409, InvalidInput.code: 422, Unavailable.code: 503,
+          Forbidden.code: 403, PolicyRefused.code: 422}
 
 
 class ApiError(StarletteHTTPException):

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cloudmirror.errors import InvalidInput, MirrorNotFound, NotFoundError
 from cloudmirror.location import Location, LocationError, parse_location
+from cloudmirror.policy import PolicyRefused, SecurityPolicy, derived_policy
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -354,6 +355,9 @@ class Config(_Strict):
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
     mirrors: list[Mirror] = Field(default_factory=list)
     groups: list[Group] = Field(default_factory=list)
+    # which locations, endpoints and environment variables mirrors may use (cloudmirror.policy);
+    # without this section: the default plus the file:// locations and endpoints the file names
+    security: SecurityPolicy = Field(default_factory=SecurityPolicy)
 
     @field_validator("ledger")
     @classmethod
@@ -373,6 +377,30 @@ class Config(_Strict):
             if missing:
                 raise ValueError(f"group {g.name!r} names unknown mirror(s): {', '.join(missing)}")
         return self
+
+    @model_validator(mode="after")
+    def _derive_policy(self) -> "Config":
+        """No `security:` section: derive the policy from what the file names. Kept from then
+        on (a dump carries it), so mirrors added through the API never widen it."""
+        if "security" not in self.model_fields_set:
+            locations, endpoints = [], []
+            for m in self.mirrors:
+                for loc in (m.source_location, *(t.location for t in m.targets)):
+                    locations.append(loc)
+                    endpoints.append(loc.endpoint or "")
+                for f in m.events:
+                    endpoints.append(f.sqs or (f.azure_queue and _location(f.azure_queue).endpoint) or "")
+            object.__setattr__(self, "security", derived_policy(locations, filter(None, endpoints)))
+        return self
+
+    def check_policy(self) -> None:
+        """Every mirror against the security policy. Raises ConfigError naming the field and
+        the rule."""
+        for i, m in enumerate(self.mirrors):
+            try:
+                self.security.check_mirror(m, f"mirrors[{i}]")
+            except PolicyRefused as e:
+                raise ConfigError(str(e)) from None
 
     def mirror(self, name: str) -> Mirror:
         """The mirror named `name`. Raises MirrorNotFound."""
@@ -416,7 +444,8 @@ def validate_config(data: Any) -> Config:
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
-    """Load and validate a YAML config file. Raises ConfigError."""
+    """Load and validate a YAML config file, its mirrors checked against its security
+    policy. Raises ConfigError."""
     p = Path(path)
     try:
         text = p.read_text()
@@ -429,4 +458,6 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"{p} is not valid YAML{where}: {problem}") from None
-    return validate_config(data)
+    config = validate_config(data)
+    config.check_policy()
+    return config

@@ -1,5 +1,5 @@
 """Errors that service functions raise for requests they cannot carry out. Callers map them
-in one place each: the REST API (api/errors.py) to 404 / 409 / 422 / 503 by the `code`
+in one place each: the REST API (api/errors.py) to 403 / 404 / 409 / 422 / 503 by the `code`
 below, the CLI (cli/common.py) to a one-line message and a non-zero exit."""
 
 from __future__ import annotations
@@ -44,6 +44,12 @@ class InvalidInput(RequestError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
+
+
+class Forbidden(RequestError):
+    """The caller's role may not do this (e.g. an operator naming a new event feed)."""
+
+    code = "forbidden"
 
 
 class Unavailable(RequestError):

@@ -298,13 +298,13 @@ def gcs_with_events(tmp_path_factory, pubsub_host):
 
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory):
-    """Azurite Blob + Queue with two accounts. Sets AZURITE_CONN_<ACCOUNT> (a connection
-    string per account) so locations can say ?connection_string_env=AZURITE_CONN_<ACCOUNT>."""
+    """Azurite Blob + Queue with two accounts. Sets CLOUDMIRROR_AZURITE_CONN_<ACCOUNT> (a connection
+    string per account) so locations can say ?connection_string_env=CLOUDMIRROR_AZURITE_CONN_<ACCOUNT>."""
     from cloudmirror.local.azurite import start_azurite
 
     az = start_azurite(log_dir=tmp_path_factory.mktemp("azurite"))
     for account in az.accounts:
-        os.environ[f"AZURITE_CONN_{account.upper()}"] = az.connection_string(account)
+        os.environ[f"CLOUDMIRROR_AZURITE_CONN_{account.upper()}"] = az.connection_string(account)
     yield az
     az.proc.stop()
 
@@ -312,7 +312,7 @@ def azurite(tmp_path_factory):
 def azure_location_url(account: str, container: str, prefix: str = "") -> str:
     """An az:// URL for a container on the test Azurite (credentials by connection string env)."""
     path = f"{container}/{prefix}".rstrip("/")
-    return f"az://{account}/{path}?connection_string_env=AZURITE_CONN_{account.upper()}"
+    return f"az://{account}/{path}?connection_string_env=CLOUDMIRROR_AZURITE_CONN_{account.upper()}"
 
 
 def gcs_location_url(endpoint: str, bucket: str, prefix: str = "") -> str:

@@ -19,6 +19,7 @@ from api.deps import Ctx, FilterStr, MirrorName, Operator, Paging, RowId
 from api.errors import responses
 from api.schemas import Out, Page, Timestamp
 from cloudmirror.dr import drills, failover
+from cloudmirror.services.access import Role
 
 router = APIRouter(prefix="/v1", tags=["failover"])
 MAX_S = failover.MAX_TIMEOUT_S
@@ -38,7 +39,9 @@ class FailoverRequest(BaseModel):
                                            "policy statement denies other identities' writes; other providers: "
                                            "a recorded intent). detail.fence says what was done.")
     events: list[dict[str, Any]] | None = Field(None, max_length=16, description="Feeds announcing writes to the new "
-                                                "primary (as a mirror's `events`); default: it is polled every 60s.")
+                                                "primary (as a mirror's `events`); default: it is polled every 60s. "
+                                                "A queue feed that no mirror names yet needs the admin role (403 "
+                                                "otherwise) and the security policy (422).")
 
 
 class FailbackRequest(BaseModel):
@@ -121,7 +124,8 @@ class DrillEnvelope(Out):
 
 
 # ------------------------------------------------------------------ routes
-@router.post("/mirrors/{name}/failover", response_model=FailoverEnvelope, responses=responses(400, 404, 409, 422),
+@router.post("/mirrors/{name}/failover", response_model=FailoverEnvelope,
+             responses=responses(400, 403, 404, 409, 422),
              summary="Fail a mirror over to one of its targets (operator)",
              description="planned: drain the backlog to the target (at most `drain_timeout_s`), then switch with "
                          "nothing at risk (RPO 0), or abort (409) and change nothing. forced: switch now; the record "
@@ -130,7 +134,7 @@ class DrillEnvelope(Out):
 async def fail_over(ctx: Ctx, who: Operator, name: MirrorName, body: FailoverRequest, request: Request) -> dict:
     rec = await failover.failover(ctx.jobs.service, name, to=body.to, mode=body.mode,
                                   drain_timeout_s=body.drain_timeout_s, fence=body.fence, events=body.events,
-                                  requested_by=who.name)
+                                  requested_by=who.name, may_configure=who.can(Role.admin))
     note(request, f"failover #{rec['id']} ({body.mode}) to {body.to}: {failover.summary(rec)}")
     return {"failover": rec}
 

@@ -39,7 +39,12 @@ TargetsField = Annotated[list[str | Target], Field(min_length=1, max_length=64, 
 EventsField = Annotated[list[EventFeed], Field(max_length=16, description=(
     "Feeds announcing source writes, each naming exactly one of `sqs`, `pubsub`, `azure_queue`, `poll` "
     "(a duration: list the source that often). None: a `file://` source is polled, others rely on reconciles."))]
-DeletesField = Annotated[Literal["replicate", "ignore"], Field(description="`ignore` protects replicas from deletes.")]
+DeletesField = Annotated[Literal["replicate", "replicate_all", "ignore"], Field(description=(
+    "`replicate`: a source delete removes the key where cloudmirror wrote it; `replicate_all`: also objects it "
+    "never wrote (a reconcile makes targets equal the source); `ignore` protects replicas from deletes."))]
+MaxDeletesField = Annotated[int | str, Field(description=(
+    "The most deletes one reconcile or failback makes on a target without `force`: a count, or a percent of "
+    "the target's objects such as `10%`."), examples=["10%", 500])]
 VersionsField = Annotated[Literal["latest", "all"], Field(description=(
     "`latest`: targets hold each key's current version; `all`: every source version is copied (versioned "
     "buckets only)."))]
@@ -64,6 +69,7 @@ class MirrorCreate(BaseModel):
     events: EventsField = []
     filter: Filter = Field(default_factory=Filter, description="Which keys are mirrored.")
     deletes: DeletesField = "replicate"
+    max_deletes: MaxDeletesField = "10%"
     rpo_objective: Duration = Field(900.0, description="The RPO objective (reports and `objective_met`).")
     paused: bool = Field(False, description="Record events but start no copies.")
     backfill: bool = Field(False, description="Copy the objects already there (once, for a target never reconciled).")
@@ -93,6 +99,7 @@ class MirrorUpdate(BaseModel):
     events: EventsField | None = None
     filter: Filter | None = None
     deletes: DeletesField | None = None
+    max_deletes: MaxDeletesField | None = None
     rpo_objective: Duration | None = None
     paused: bool | None = None
     backfill: bool | None = None
@@ -113,7 +120,8 @@ class MirrorOut(Out):
     targets: list[Target]
     events: list[EventFeed]
     filter: Filter
-    deletes: Literal["replicate", "ignore"]
+    deletes: Literal["replicate", "replicate_all", "ignore"]
+    max_deletes: int | str
     rpo_objective: float
     paused: bool
     backfill: bool
@@ -134,6 +142,6 @@ class MirrorOut(Out):
                     "azure_queue": None, "poll": None, "max_outstanding": 1000, "region": None, "receivers": 4,
                     "eventbridge_keys": "encoded", "wait_time_s": 10, "visibility_timeout_s": 60}],
         "filter": {"prefix": "", "exclude_prefixes": [], "suffixes": []}, "deletes": "replicate",
-        "rpo_objective": 900.0, "paused": False, "backfill": False, "reconcile_every": None, "reconcile_grace": 60.0,
+        "max_deletes": "10%", "rpo_objective": 900.0, "paused": False, "backfill": False, "reconcile_every": None, "reconcile_grace": 60.0,
         "versions": "latest", "active": "s3://photos-use1?region=us-east-1", "revision": 3, "origin": "file",
         "created_at": "2026-11-20T09:00:00Z", "updated_at": "2026-11-26T10:00:00Z"}]})

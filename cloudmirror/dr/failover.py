@@ -46,7 +46,7 @@ from pydantic import ValidationError
 from cloudmirror.config import EventFeed, Mirror
 from cloudmirror.dr.common import load_mirror
 from cloudmirror.dr.failback import POLICIES, Failback
-from cloudmirror.errors import ConflictError, InvalidInput, NotFoundError
+from cloudmirror.errors import ConflictError, Forbidden, InvalidInput, NotFoundError
 from cloudmirror.ledger.failovers import Busy, Failovers, NotDrained, SwitchRefused
 from cloudmirror.paging import DEFAULT_LIMIT, Page, page_of
 from cloudmirror.replication.worker import WorkerPool
@@ -68,15 +68,25 @@ def _timeout(field: str, value: float) -> float:
     return float(value)
 
 
-def _events(events: list | None) -> list | None:
+def _events(service, events: list | None, may_configure: bool) -> list | None:
+    """The feeds announcing writes to the new primary, validated and checked against the
+    security policy. A queue feed is a configuration change: without `may_configure` (the
+    admin role) only feeds already named by a mirror of the config, or polls, are taken.
+    Raises InvalidInput, PolicyRefused, Forbidden."""
     if not events:
         return None
+    named = {f.address for m in service.config.mirrors for f in m.events}
     out = []
     for i, e in enumerate(events):
         try:
-            out.append(EventFeed.model_validate(e).model_dump(mode="json", exclude_defaults=True))
+            feed = EventFeed.model_validate(e)
         except ValidationError as ex:
             raise InvalidInput(f"events[{i}]", ex.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        if not may_configure and feed.kind != "poll" and feed.address not in named:
+            raise Forbidden(f"events[{i}]: a feed that no mirror names yet is a configuration change and needs the "
+                            "admin role (an operator may name feeds of the config, or poll)")
+        service.policy.check_feed(feed, f"events[{i}]")
+        out.append(feed.model_dump(mode="json", exclude_defaults=True))
     return out
 
 
@@ -165,12 +175,14 @@ async def _unfence(service, fo: dict, source: str) -> dict:
 
 async def failover(service, name: str, *, to: str, mode: str = "planned", drain_timeout_s: float = 300.0,
                    fence: bool = False, events: list | None = None, requested_by: str = "cli",
-                   on_progress: Callable[[dict], None] = lambda b: None) -> dict:
+                   may_configure: bool = True, on_progress: Callable[[dict], None] = lambda b: None) -> dict:
     """Fail the mirror over to its target `to` (see the module doc). Returns the record.
     Raises NotFoundError (no such mirror), InvalidInput (`to` is not a target, bad mode,
-    timeout or events), ConflictError (already failed over, another failover running, or
-    a planned failover whose backlog did not drain: the record says `aborted` and nothing
-    changed). Not idempotent: a second call is refused while the mirror is failed over."""
+    timeout or events; PolicyRefused for feeds the security policy refuses), Forbidden (a
+    new queue feed without `may_configure`, the admin role), ConflictError (already failed
+    over, another failover running, or a planned failover whose backlog did not drain: the
+    record says `aborted` and nothing changed). Not idempotent: a second call is refused
+    while the mirror is failed over."""
     if mode not in MODES:
         raise InvalidInput("mode", f"must be planned or forced, not {mode!r}")
     drain_timeout_s = _timeout("drain_timeout_s", drain_timeout_s)
@@ -180,7 +192,7 @@ async def failover(service, name: str, *, to: str, mode: str = "planned", drain_
         raise InvalidInput("to", f"{to!r} is not a target of mirror {name!r} (its targets: {', '.join(targets)})")
     if row.active and row.active != m.source:
         raise ConflictError(f"mirror {name!r} is already failed over to {row.active}: fail back first")
-    events = _events(events)
+    events = _events(service, events, may_configure)
     store = Failovers(service.ledger)
     fo = await _begin(service, mirror=name, kind=mode, from_location=m.source, to_location=to,
                       requested_by=requested_by, fence=fence and mode == "planned",

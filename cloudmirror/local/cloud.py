@@ -87,7 +87,7 @@ GCS_TOPIC = "gcs-events"
 
 def azure_env_var(account: str) -> str:
     """The env var that holds an Azurite account's connection string (see env_lines)."""
-    return f"AZURITE_CONN_{account.upper()}"
+    return f"CLOUDMIRROR_AZURITE_CONN_{account.upper()}"
 
 
 def export_env(state: dict) -> None:

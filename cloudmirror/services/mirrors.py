@@ -140,9 +140,11 @@ def get_mirror(ledger: Ledger, name: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- changes
-def _validated(config: Config, ledger: Ledger, spec: dict[str, Any], *, replacing: str | None = None) -> dict:
-    """Validate one mirror spec like the config file does, among the other live mirrors.
-    Raises InvalidInput naming the field (relative to the mirror)."""
+def _validated(config: Config, ledger: Ledger, spec: dict[str, Any], *, replacing: str | None = None,
+               check_policy: bool = True) -> dict:
+    """Validate one mirror spec like the config file does, among the other live mirrors, and
+    check its locations and feeds against the config file's security policy. Raises
+    InvalidInput naming the field (relative to the mirror), PolicyRefused naming the rule."""
     others = [r.spec for r in MirrorSpecs(ledger).all() if r.name not in (replacing, spec.get("name"))]
     data = config.model_dump(mode="json")
     data["mirrors"] = [spec, *others]
@@ -153,9 +155,14 @@ def _validated(config: Config, ledger: Ledger, spec: dict[str, Any], *, replacin
         if field.startswith("mirrors[0]"):
             raise InvalidInput(field.removeprefix("mirrors[0]").lstrip(".") or "(mirror)", msg) from None
         raise InvalidInput("(mirror)", str(e)) from None
+    if check_policy:
+        cfg.security.check_mirror(cfg.mirrors[0])  # PolicyRefused (an InvalidInput) naming the field and rule
     valid = spec_of(cfg.mirrors[0])
     _check_storable(valid)
     return valid
+
+
+LOCATION_FIELDS = frozenset({"source", "targets", "events"})
 
 
 def _check_storable(value: Any, field: str = "") -> None:
@@ -193,7 +200,9 @@ def update_mirror(config: Config, ledger: Ledger, name: str, changes: dict[str, 
         raise InvalidInput("name", "a mirror cannot be renamed; create a new one")
     spec = {k: v for k, v in current.items() if k in Mirror.model_fields}
     spec.update(changes)
-    valid = _validated(config, ledger, spec, replacing=name)
+    # where it reads, writes and listens is checked when it changes (a pause of a mirror that
+    # a since tightened policy refuses stays possible; the service does not run it anyway)
+    valid = _validated(config, ledger, spec, replacing=name, check_policy=bool(LOCATION_FIELDS & changes.keys()))
     try:
         with _existing(name):
             return mirror_view(MirrorSpecs(ledger).update(name, valid, expect_revision=expect_revision))

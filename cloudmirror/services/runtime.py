@@ -19,6 +19,7 @@ from cloudmirror.ledger.mirrors import MirrorSpecs
 from cloudmirror.ledger.repo import Ledger
 from cloudmirror.ledger.runs import Runs
 from cloudmirror.location import parse_location
+from cloudmirror.policy import PolicyRefused, SecurityPolicy
 from cloudmirror.replication.intake import Intake
 from cloudmirror.replication.planner import Router
 from cloudmirror.replication.poller import PollFeed
@@ -59,11 +60,19 @@ class Service:
         self.pool: WorkerPool | None = None
         self.intakes: list[Intake] = []
 
+    @property
+    def policy(self) -> SecurityPolicy:
+        """The config file's security policy: every store and feed is checked against it
+        before it is opened."""
+        return self.base_config.security
+
     def endpoint(self, url: str) -> Endpoint:
-        """The store for a location URL, opened once per process."""
+        """The store for a location URL, opened once per process. Raises PolicyRefused for a
+        location the security policy does not allow (nothing is opened or sent)."""
         ep = self._endpoints.get(url)
         if ep is None:
             loc = parse_location(url)
+            self.policy.check_location(loc, url)
             ep = self._endpoints[url] = Endpoint(loc, open_store(loc))
         return ep
 
@@ -130,8 +139,22 @@ class Service:
             rev = MirrorSpecs(self.ledger).revision()
             return rev, mirrors.current_config(self.base_config, self.ledger)
 
-        rev, self.config = await asyncio.to_thread(load)
+        rev, config = await asyncio.to_thread(load)
+        self.config = config.model_copy(update={"mirrors": self._allowed(config.mirrors)})
         return rev
+
+    def _allowed(self, mirrors: list[Mirror]) -> list[Mirror]:
+        """The mirrors the security policy allows; the others are logged and not run (one
+        stored through the API before the policy was tightened, or a failover's feeds)."""
+        out = []
+        for m in mirrors:
+            try:
+                self.policy.check_mirror(m)
+            except PolicyRefused as e:
+                log.error("mirror %s is not run: %s", m.name, e)
+                continue
+            out.append(m)
+        return out
 
     async def _wait_for_change(self, rev: tuple[int, int]) -> tuple[int, int]:
         """Until stop() or a mirror changes in the ledger; returns the revision then."""
@@ -184,6 +207,7 @@ class Service:
                     src = self.endpoint(m.source)
                     feed, receivers = PollFeed(src.store, src.location, f.poll), 1
                 else:
+                    self.policy.check_feed(f, f"mirror {m.name} events")  # a refused mirror never gets here
                     feed, receivers = open_feed(f), f.receivers
                 it = Intake(feed, router, self.ledger, visibility_timeout_s=f.visibility_timeout_s,
                             on_recorded=wake, receivers=receivers)

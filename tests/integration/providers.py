@@ -82,7 +82,7 @@ class Provider:
         if self.kind == "azure":
             from cloudmirror.local.provision import ensure_azure_queue
 
-            queue = f"az://{loc.account}/{unique_name('q')}?connection_string_env=AZURITE_CONN_{loc.account.upper()}"
+            queue = f"az://{loc.account}/{unique_name('q')}?connection_string_env=CLOUDMIRROR_AZURITE_CONN_{loc.account.upper()}"
             ensure_azure_queue(queue)
             self.ctx.setdefault("queues", {})[loc.container_id] = queue
             return {"azure_queue": queue, "wait_time_s": 1}

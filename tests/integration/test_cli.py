@@ -100,8 +100,9 @@ def test_local_up_env_down(tmp_path):
     assert s3.list_buckets()["Buckets"] == []  # it answers
     exports = dict(line[len("export "):].split("=", 1) for line in out.splitlines() if line.startswith("export "))
     gcs, pubsub = exports["STORAGE_EMULATOR_HOST"], exports["PUBSUB_EMULATOR_HOST"]
-    blob_port = int(re.search(r"BlobEndpoint=http://127.0.0.1:(\d+)/", exports["AZURITE_CONN_DEVSTOREACCOUNT1"])[1])
-    assert "AZURITE_CONN_CMDRSTORE" in exports  # the second Azure account
+    conn = exports["CLOUDMIRROR_AZURITE_CONN_DEVSTOREACCOUNT1"]
+    blob_port = int(re.search(r"BlobEndpoint=http://127.0.0.1:(\d+)/", conn)[1])
+    assert "CLOUDMIRROR_AZURITE_CONN_CMDRSTORE" in exports  # the second Azure account
     assert http_ok(gcs + "/storage/v1/b") and http_ok(f"http://{pubsub}/") and port_open(blob_port)
     assert endpoint in cli("local", "up", env=env, cwd=tmp_path).stdout  # idempotent: the same cloud
     assert "stopped" in cli("local", "down", env=env, cwd=tmp_path).stdout

@@ -306,7 +306,7 @@ def az(azurite):
     from cloudmirror.local.provision import ensure_azure_queue
 
     queue = unique_name("q")
-    url = f"az://{ACCOUNT}/{queue}?connection_string_env=AZURITE_CONN_{ACCOUNT.upper()}"
+    url = f"az://{ACCOUNT}/{queue}?connection_string_env=CLOUDMIRROR_AZURITE_CONN_{ACCOUNT.upper()}"
     ensure_azure_queue(url)
     ensure_azure_queue(url)
     blobs = BlobServiceClient.from_connection_string(azurite.connection_string(ACCOUNT))
@@ -416,7 +416,7 @@ async def test_azure_unacked_message_returns_and_poison_messages_are_dead_letter
 async def test_azure_feed_errors_name_the_queue(azurite):
     from cloudmirror.events.azure_queue import AzureQueueFeed, FeedError
 
-    feed = AzureQueueFeed(f"az://{ACCOUNT}/{unique_name('missing')}?connection_string_env=AZURITE_CONN_{ACCOUNT.upper()}",
+    feed = AzureQueueFeed(f"az://{ACCOUNT}/{unique_name('missing')}?connection_string_env=CLOUDMIRROR_AZURITE_CONN_{ACCOUNT.upper()}",
                           wait_time_s=0)
     try:
         with pytest.raises(FeedError, match="GetMessages: QueueNotFound"):
