@@ -3,7 +3,9 @@
 
 Access: bearer API keys with roles viewer < operator < admin on every route but /healthz,
 /readyz and the API's own documentation (/docs, /redoc, /openapi.json). Errors: JSON
-`{"error": {"code", "message"}}` (api/errors.py). Mutating calls are audited (api/audit.py).
+`{"error": {"code", "message"}}` (api/errors.py). Mutating calls with a valid key are audited
+(api/audit.py). Before any of it (api/guard.py): the body cap (413), the limit on failed
+authentications per client (429), the count and log of 401s, the security headers.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from api.audit import AuditMiddleware
 from api.deps import ApiContext, require_viewer
 from api.errors import install_error_handlers, responses
+from api.guard import GuardMiddleware, secure_unexpected_errors
 from api.routers import OPEN, PROTECTED
 from api.routers import failover as failover_routes
 from cloudmirror.config import Config
@@ -35,12 +38,15 @@ DESCRIPTION = """Near-real-time mirrors of object storage across regions and pro
 Only `/healthz`, `/readyz` and these docs are open.
 
 **Errors**: `{"error": {"code": "...", "message": "..."}}` with 401 `unauthorized`,
-403 `forbidden`, 404 `not_found`, 409 `conflict`, 422 `validation_error` (with `fields`).
+403 `forbidden`, 404 `not_found`, 409 `conflict`, 413 `payload_too_large` (a body over
+`api.max_body_bytes`), 422 `validation_error` (with `fields`), 429 `too_many_requests`
+(too many failed authentications from the client: see `Retry-After`).
 
 **Lists**: `?limit=1..1000&cursor=...`; answers `{"items": [...], "next_cursor": ...}`
 (null on the last page).
 
-**Audit**: every POST/PUT/PATCH/DELETE, failed ones included, is in `GET /v1/audit`.
+**Audit**: every POST/PUT/PATCH/DELETE made with a valid key, failed ones included, is in
+`GET /v1/audit`; requests without a valid key are counted in `/metrics` and logged.
 """
 
 
@@ -74,7 +80,10 @@ def create_app(config: Config, ledger: Ledger | None = None, *, service: Service
 
     app = FastAPI(title="cloudmirror", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
+    secure_unexpected_errors(app)
     app.add_middleware(AuditMiddleware, ledger=lambda: getattr(getattr(app.state, "ctx", None), "ledger", None))
+    app.add_middleware(GuardMiddleware, max_body_bytes=config.api.max_body_bytes,  # outermost: added last
+                       auth_failures_per_minute=config.api.auth_failures_per_minute)
     for router in OPEN:
         app.include_router(router)
     for router in [*PROTECTED, failover_routes.router]:

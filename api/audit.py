@@ -1,8 +1,12 @@
-"""The audit log of the API: every mutating call (POST, PUT, PATCH, DELETE), whatever its
-outcome (401, 403, 404, 422 and 500 included), is written before its response starts --
-so a client that saw an answer can rely on the entry being there.
+"""The audit log of the API: every mutating call (POST, PUT, PATCH, DELETE) made with a valid
+API key, whatever its outcome (403, 404, 422 and 500 included), is written before its response
+starts -- so a client that saw an answer can rely on the entry being there.
 
-Who: the API key's name and id (`anonymous` without a valid key). Action: the method and the
+Calls without a valid key (401, and the 413s and 429s answered before authentication) are not
+written: anyone can send them, and each entry is a write transaction competing with
+replication. They are counted in /metrics and logged instead (api/guard.py).
+
+Who: the API key's name and id. Action: the method and the
 route template (`POST /v1/mirrors/{name}/reconcile`; the path itself when no route matched).
 Target: the concrete path (`/v1/mirrors/photos/reconcile`). Detail: the error's code and
 message, or what the route said with `note(request, ...)` (e.g. the job it started).
@@ -63,16 +67,16 @@ class AuditMiddleware:
 
     async def _write(self, scope: Scope, state: dict, status: int) -> None:
         ledger = self.ledger()
-        if ledger is None:  # the app is not started (no lifespan): nothing to write to
+        principal = state.get("principal")
+        if ledger is None or principal is None:  # not started (no lifespan), or no valid key: not audited
             return
         route = scope.get("route")
         template = getattr(route, "path_format", None) or getattr(route, "path", None) or scope["path"]
-        principal = state.get("principal")
         client = scope.get("client")
         try:
             await asyncio.to_thread(
-                access.audit, ledger, actor=principal.name if principal else "anonymous",
-                key_id=principal.key_id if principal else None, action=f"{scope['method']} {template}",
+                access.audit, ledger, actor=principal.name, key_id=principal.key_id,
+                action=f"{scope['method']} {template}",
                 target=scope["path"], status=status,
                 detail=state.get("audit_detail"), client=client[0] if client else None)
         except Exception as e:  # noqa: BLE001 - the call already happened; say loudly that it is not recorded

@@ -15,6 +15,7 @@ from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import ApiError, unauthorized
+from api.guard import AUTH_FAILURE
 from cloudmirror.config import Config
 from cloudmirror.errors import InvalidInput
 from cloudmirror.ledger.repo import Ledger
@@ -62,11 +63,15 @@ bearer = HTTPBearer(auto_error=False, scheme_name="apiKey", bearerFormat="cm_...
 
 def current_principal(request: Request, ctx: Ctx,
                       creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
-    """The caller's API key. 401 when missing, unknown or revoked."""
+    """The caller's API key. 401 when missing, unknown or revoked (api.guard counts and logs
+    it, with the reason noted here, and limits the failures a client may make)."""
     if creds is None:
+        present = "authorization" in request.headers
+        setattr(request.state, AUTH_FAILURE, "malformed" if present else "missing")
         raise unauthorized("missing API key: send `Authorization: Bearer <key>`")
     principal = access.authenticate(ctx.ledger, creds.credentials)
     if principal is None:
+        setattr(request.state, AUTH_FAILURE, "invalid")
         raise unauthorized("invalid or revoked API key")
     request.state.principal = principal  # for the audit log
     return principal

@@ -24,3 +24,13 @@ LATENCY = Histogram(
 
 def storage_request(provider: str, operation: str) -> None:
     STORAGE_REQUESTS.labels(provider, operation).inc()
+
+# the API's refusals before any work (api/guard.py): counted here, logged once, never written to the ledger
+API_UNAUTHENTICATED = Counter(
+    "cloudmirror_api_unauthenticated_total",
+    "API requests refused for lack of a valid key: reason missing, malformed, invalid (unknown or revoked key) "
+    "or rate_limited (429 after too many failed authentications from the client)",
+    ["reason"],
+)
+API_BODY_TOO_LARGE = Counter("cloudmirror_api_body_too_large_total",
+                             "API requests refused with 413 (a body over api.max_body_bytes)")

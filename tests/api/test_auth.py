@@ -13,11 +13,19 @@ from fastapi.routing import iter_route_contexts
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from cloudmirror.config import validate_config
 from cloudmirror.ledger.models import api_keys, audit_log
 from cloudmirror.services.access import Role
-from tests.api.conftest import assert_error
+from tests.api.conftest import assert_error, mirror_config_data
 
 OPEN_PATHS = {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+
+
+@pytest.fixture
+def api_config(ledger_url):
+    """Room for the tests here that call every route without a key (the limit on failed
+    authentications itself is tested in test_guard.py)."""
+    return validate_config({**mirror_config_data(ledger_url), "api": {"auth_failures_per_minute": 1000}})
 
 
 def _concrete(path: str) -> str:
