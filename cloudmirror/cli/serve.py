@@ -1,19 +1,21 @@
 """`cloudmirror run | worker | api`: the composition root. It builds the service (intake,
-workers, reconcile loops) and, for the API role, binds the socket first and serves the
-FastAPI app beside the service, sharing its stores and ledger."""
+workers, reconcile loops) and, for the API role, checks the TLS certificate and key (when
+`api.tls_cert`/`api.tls_key` are set), binds the socket first and serves the FastAPI app
+beside the service (HTTPS with them, plain HTTP without), sharing its stores and ledger."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import socket
+import ssl
 import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cloudmirror.cli.common import DEFAULT_CONFIG, ConfigOpt, config_or_exit, exit_on_errors, fail
-from cloudmirror.config import Config
+from cloudmirror.config import ApiSettings, Config
 
 if TYPE_CHECKING:
     from cloudmirror.services.runtime import Service
@@ -47,9 +49,35 @@ def bind_api(listen: str) -> socket.socket:
     return sock
 
 
-def api_beside(sock: socket.socket):
+def tls_options(settings: ApiSettings) -> dict[str, str]:
+    """uvicorn's TLS options for api.tls_cert/api.tls_key ({} without them: plain HTTP). Exits 2
+    with one line when a file cannot be read, the certificate is not PEM, or the key is not the
+    certificate's unencrypted PEM private key -- at start, before anything listens."""
+    cert, key = settings.tls_cert, settings.tls_key
+    if not cert or not key:
+        return {}
+    for field, path in (("api.tls_cert", cert), ("api.tls_key", key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as e:
+            raise fail(f"cannot read {field} {path}: {e.strerror}") from None
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cert)
+    except ssl.SSLError:
+        raise fail(f"api.tls_cert {cert} holds no PEM certificate") from None
+    try:  # an encrypted key would make OpenSSL prompt for its password: refuse it instead
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=lambda: b"")
+    except ssl.SSLError as e:
+        if e.reason == "KEY_VALUES_MISMATCH":
+            raise fail(f"api.tls_key {key} is not the private key of api.tls_cert {cert}") from None
+        raise fail(f"api.tls_key {key} is not an unencrypted PEM private key for api.tls_cert {cert}") from None
+    return {"ssl_certfile": cert, "ssl_keyfile": key}
+
+
+def api_beside(sock: socket.socket, tls: dict[str, str] | None = None):
     """The REST API as a task beside the service: the app reuses the service's stores and
-    ledger and wakes its workers; it stops when the service does."""
+    ledger and wakes its workers; it stops when the service does. `tls`: tls_options()."""
 
     async def serve(svc: Service, stop: asyncio.Event) -> None:
         import uvicorn
@@ -57,7 +85,7 @@ def api_beside(sock: socket.socket):
         from api.app import create_app
 
         app = create_app(svc.base_config, svc.ledger, service=svc)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **(tls or {})))
         server.install_signal_handlers = lambda: None  # the service owns signals
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         await stop.wait()
@@ -71,13 +99,14 @@ def serve(config: Config, *, intake: bool, workers: bool, api: bool) -> None:
     """Run the chosen roles in this process until SIGTERM/SIGINT (in-flight copies drain)."""
     from cloudmirror.services.runtime import Service, upgrade_db
 
+    tls = tls_options(config.api) if api else {}
     sock = bind_api(config.api.listen) if api else None
 
     async def main() -> None:
         svc = Service(config)
         svc.install_signal_handlers()
         try:
-            await svc.run(intake=intake, workers=workers, beside=api_beside(sock) if sock else None)
+            await svc.run(intake=intake, workers=workers, beside=api_beside(sock, tls) if sock else None)
         finally:
             await svc.close()
 
