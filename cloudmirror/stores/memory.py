@@ -141,7 +141,7 @@ class MemoryStore:
         else:
             data = b"".join([c async for c in body])
         b = self._op("put")
-        md5 = hashlib.md5(data).hexdigest()
+        md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
         verify_written(self._where(key), opts, md5, len(data))
         meta = ObjectMeta(key=key, size=len(data), etag=md5, md5=md5, last_modified=_now(),
                           metadata={k.lower(): v for k, v in opts.metadata.items()}, tags=dict(opts.tags),

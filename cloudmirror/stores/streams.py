@@ -17,8 +17,8 @@ _THREAD_HASH_MIN = 256 * 1024  # hash bigger buffers off the event loop (hashlib
 
 async def md5_digest(data: bytes) -> bytes:
     if len(data) >= _THREAD_HASH_MIN:
-        return await asyncio.to_thread(lambda: hashlib.md5(data).digest())
-    return hashlib.md5(data).digest()
+        return await asyncio.to_thread(lambda: hashlib.md5(data, usedforsecurity=False).digest())
+    return hashlib.md5(data, usedforsecurity=False).digest()
 
 
 async def md5_update(h: Any, data: bytes) -> None:

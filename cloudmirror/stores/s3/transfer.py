@@ -49,7 +49,7 @@ async def _abort(client: Any, bucket: str, key: str, upload_id: str) -> None:
 
 
 def multipart_etag(digests: list[bytes]) -> str:
-    return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
+    return f"{hashlib.md5(b''.join(digests), usedforsecurity=False).hexdigest()}-{len(digests)}"
 
 
 async def multipart_upload(client: Any, bucket: str, key: str, first: list[bytes], rest: AsyncIterator[bytes] | None,
@@ -62,7 +62,7 @@ async def multipart_upload(client: Any, bucket: str, key: str, first: list[bytes
     with translate(bucket, key):
         created = await client.create_multipart_upload(Bucket=bucket, Key=key, **create_params)
     upload_id = created["UploadId"]
-    whole = hashlib.md5()
+    whole = hashlib.md5(usedforsecurity=False)
     total = 0
 
     async def parts() -> AsyncIterator[bytes]:
