@@ -20,16 +20,19 @@ router = APIRouter(prefix="/v1", tags=["jobs"])
              description="Lists the source and the target(s) and records every difference as work for the "
                          "workers (the same as `cloudmirror reconcile`). Answers at once with the job; follow it "
                          "with GET /v1/jobs/{id}. 409 while another reconcile that changes the ledger covers "
-                         "the same target; dry runs never conflict.",
+                         "the same target; dry runs never conflict. Deletes remove only objects cloudmirror wrote "
+                         "(unless the mirror says deletes: replicate_all); a target that would lose more than the "
+                         "mirror's max_deletes loses nothing and the job fails saying how many and which, unless "
+                         "the body says `force`.",
              responses=responses(400, 404, 409, 422),
              dependencies=[Depends(current_config)])  # the mirrors as they are now (one created a moment ago)
 async def reconcile(ctx: Ctx, who: Operator, name: MirrorName, request: Request, response: Response,
                     body: ReconcileRequest | None = None) -> dict:
     body = body or ReconcileRequest()
     job = await ctx.jobs.start_reconcile(name, target=body.target, dry_run=body.dry_run, checksum=body.checksum,
-                                         created_by=who.name)
+                                         force=body.force, created_by=who.name)
     note(request, f"job {job['id']} queued ({'dry run, ' if body.dry_run else ''}target={body.target or 'all'}, "
-                  f"checksum={body.checksum})")
+                  f"checksum={body.checksum}{', force' if body.force else ''})")
     response.headers["Location"] = f"/v1/jobs/{job['id']}"
     return {"job": job}
 

@@ -63,6 +63,9 @@ class ReconcileRequest(BaseModel):
                                                                   "default: every target.")
     dry_run: bool = Field(False, description="Report the differences; change nothing, not even the ledger.")
     checksum: bool = Field(False, description="Read objects whose MD5 is unknown and compare their bytes.")
+    force: bool = Field(False, description="Make the deletes even when a target would lose more objects than the "
+                                           "mirror's max_deletes (without it, such a reconcile deletes nothing there "
+                                           "and the job fails saying how many and which).")
 
 
 class JobProgress(Out):
@@ -78,7 +81,12 @@ class JobProgress(Out):
     missing: int = 0
     stale: int = 0
     extra: int = 0
-    extra_kept: int = Field(0, description="Only on the target, kept because the mirror does not replicate deletes.")
+    extra_kept: int = Field(0, description="Only on the target and left in place: the mirror does not replicate "
+                                           "deletes, or cloudmirror did not write the object.")
+    foreign: int = Field(0, description="Of extra_kept: objects cloudmirror did not write (kept unless the mirror "
+                                        "says deletes: replicate_all).")
+    deletes: int = Field(0, description="Deletes found (a dry run: that it would make).")
+    deletes_refused: int = Field(0, description="Targets whose deletes were refused: more than max_deletes.")
     in_flight: int = Field(0, description="Differences already being repaired by a pending replication.")
     too_recent: int = Field(0, description="Written within reconcile_grace: left to their events.")
     enqueued: int = Field(0, description="Copies and deletes recorded as work so far.")
@@ -101,6 +109,14 @@ class ReconcileTargetResult(Out):
     recorded: int
     missed_events: int
     examples: list[str]
+    foreign: int = Field(0, description="Objects only on the target that cloudmirror did not write: kept.")
+    deletes: int = Field(0, description="Deletes of objects cloudmirror wrote (a dry run: that it would make).")
+    delete_limit: int = Field(0, description="The mirror's max_deletes for this target (a percent is of the "
+                                             "objects the target listing found).")
+    deletes_refused: bool = Field(False, description="deletes > delete_limit and not forced: none was made (a dry "
+                                                     "run: none would be).")
+    delete_sample: list[str] = Field(default_factory=list, description="Up to 20 keys it deletes (or would).")
+    refusal: str | None = Field(None, description="Why the deletes were refused, in one line.")
     run_id: int | None = None
     copies_enqueued: int = 0
     deletes_enqueued: int = 0

@@ -212,6 +212,23 @@ class Ledger(Claims):
         with self.reader.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
 
+    def written(self, mirror: str, target: str, keys: Sequence[str]) -> dict[str, set[str]]:
+        """Per key (relative), the target etags and version ids of every copy of it that
+        `mirror` completed to `target`: what cloudmirror wrote there, by the target's own
+        identity of each write. A key absent from the answer was never written there by this
+        mirror. One indexed query (by the per-key lock id)."""
+        out: dict[str, set[str]] = {}
+        locks = {lock_id(mirror, target, k): k for k in keys}
+        if not locks:
+            return out
+        q = select(R.key, R.target_etag, R.target_version_id).where(
+            R.lock.in_(list(locks)), R.status == "completed",
+            (R.target_etag.is_not(None)) | (R.target_version_id.is_not(None)))
+        with self.reader.connect() as conn:
+            for key, etag, vid in conn.execute(q):
+                out.setdefault(key, set()).update(x for x in (etag, vid) if x)
+        return out
+
     def count(self, *, mirror: str | None = None, status: str | None = None, target: str | None = None) -> int:
         q = select(func.count()).select_from(replications)
         for col, value in ((R.mirror, mirror), (R.status, status), (R.target, target)):

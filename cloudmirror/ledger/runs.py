@@ -16,6 +16,9 @@ RUN = reconcile_runs.c
 R = replications.c
 V = versions.c
 COUNTS = ("listed", "missing", "stale", "extra", "missed_events")
+# the detail of a delete a reconcile run recorded but holds back (as `skipped`, which no
+# worker claims) until the run has counted all its deletes against the mirror's max_deletes
+HELD = "held until its reconcile run has counted its deletes (max_deletes)"
 
 
 class Runs:
@@ -108,3 +111,29 @@ class Runs:
                     V.mirror == mirror, V.key.in_(list(keys)))):
                 out[key].update(x for x in (etag, vid) if x)
         return out
+
+    def _held(self, mirror: str, target: str, run_id: int):
+        tokens = select(V.id).where(V.mirror == mirror, V.token == f"r:{run_id}:delete")
+        return (R.mirror == mirror, R.target == target, R.status == "skipped", R.detail == HELD,
+                R.version_pk.in_(tokens.scalar_subquery()))
+
+    def held_deletes(self, mirror: str, target: str, run_id: int, *, sample: int = 20) -> tuple[int, list[str]]:
+        """How many deletes run `run_id` holds back on `target` (also those recorded before
+        the run was resumed), and the first `sample` of their keys."""
+        cond = self._held(mirror, target, run_id)
+        with self.ledger.reader.connect() as conn:
+            n = int(conn.execute(select(func.count()).select_from(replications).where(*cond)).scalar() or 0)
+            keys = [k for (k,) in conn.execute(select(R.key).where(*cond).order_by(R.key).limit(sample))] if n else []
+        return n, keys
+
+    def settle_held(self, mirror: str, target: str, run_id: int, *, release: bool, detail: str | None = None,
+                    now: float | None = None) -> int:
+        """Release the deletes run `run_id` holds back (they become pending: the workers carry
+        them out), or refuse them all (they stay `skipped`, with `detail` saying why).
+        Returns how many. Idempotent."""
+        now = time.time() if now is None else now
+        values = (dict(status="pending", detail=None, completed_at=None, next_attempt_at=now) if release
+                  else dict(detail=detail or "not deleted: above max_deletes"))
+        with self.ledger.engine.begin() as conn:
+            return conn.execute(update(replications).where(*self._held(mirror, target, run_id))
+                                .values(**values)).rowcount

@@ -104,7 +104,7 @@ async def sync_history(src: Endpoint, dst: Endpoint, key: str, *, mirror: Mirror
                              code="TargetNotVersioned")
         out.copied += 1
         out.last = meta
-    if not source_live and mirror.deletes == "replicate" and (out.copied or _is_live(dst_versions)):
+    if not source_live and mirror.deletes != "ignore" and (out.copied or _is_live(dst_versions)):
         out.deleted = await _delete_current_replica(dst, dst_key)
     return out
 

@@ -9,7 +9,25 @@ objects). For each key in the mirror's scope:
   differ; or an MD5 is unknown on one side (multipart / block uploads) and the target's
   replica marker does not record the source's current version (one HEAD of the target);
   with `checksum`, objects whose MD5 is unknown are read on both sides and compared;
-- only on the target -> a delete when the mirror replicates deletes, else reported.
+- only on the target -> a delete when the mirror replicates deletes and cloudmirror wrote
+  the object (below), else reported and left in place.
+
+Deletes never wipe data that cloudmirror did not write. With `deletes: replicate` an object
+only on the target is deleted only when this mirror wrote it: its etag or version id is
+one the ledger recorded for a copy the mirror completed to that target (one indexed query
+per page), or else its replica marker names the mirror (one HEAD per such object: listings
+do not carry user metadata). Anything else -- objects that were there before the mirror,
+written by someone else, or written over a replica -- is counted as `foreign` and kept.
+`deletes: replicate_all` deletes every object only on the target.
+
+A run also never deletes more than the mirror's `max_deletes` on a target (a count, or a
+percent of the objects the target listing found in scope) unless forced: its deletes are
+recorded *held* (`skipped`, which no worker claims) and only once the whole listing is
+compared are they released, when there are at most that many; above it, none is released,
+the run reports the count and a sample of the keys (`deletes_refused`), and they stay
+`skipped` with the reason. Copies are recorded as usual. A dry run reports the same
+numbers; `force` records the deletes at once. A resumed run counts the deletes it held
+before its interruption too (the percent is then of the objects listed since the resume).
 
 A key whose replication to this target is already pending or in progress is left to that
 job, and (except in a backfill) so is an object written within the mirror's
@@ -27,17 +45,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from cloudmirror.config import Mirror, Target
 from cloudmirror.ledger.repo import Ledger, NewVersion, TargetPlan
-from cloudmirror.ledger.runs import Runs
-from cloudmirror.replication.transfer import Endpoint
+from cloudmirror.ledger.runs import HELD, Runs
+from cloudmirror.replication.transfer import Endpoint, written_by
 from cloudmirror.stores.base import SOURCE_VERSION_KEY, ListOptions, NotFound, ObjectMeta
 
+log = logging.getLogger("cloudmirror.reconcile")
 PAGE = 500
+HEADS = 16  # concurrent HEADs reading the replica marker of objects the ledger does not know
+SAMPLE = 20
 
 
 @dataclass
@@ -51,7 +73,12 @@ class Progress:
     missing: int = 0
     stale: int = 0
     extra: int = 0
-    extra_kept: int = 0  # extra on the target, but deletes are not replicated: reported only
+    extra_kept: int = 0  # extra on the target, left in place (deletes: ignore, or not written by cloudmirror)
+    foreign: int = 0  # of those, objects cloudmirror did not write (kept whatever `deletes` says but replicate_all)
+    deletes: int = 0  # deletes found (a dry run: it would make) on the target
+    delete_limit: int = 0  # the mirror's max_deletes for this target, once the listing is done
+    deletes_refused: bool = False  # deletes > delete_limit: none was (a dry run: would be) made
+    delete_sample: list[str] = field(default_factory=list)  # a few keys it deletes, or would
     in_flight: int = 0  # differences already being repaired by a pending job
     too_recent: int = 0  # written within reconcile_grace: left to its event until the next run
     missed_events: int = 0
@@ -67,6 +94,16 @@ class Progress:
     @property
     def rate(self) -> float:
         return self.listed / max(time.monotonic() - self.started, 1e-9)
+
+    @property
+    def refusal(self) -> str | None:
+        """One line saying why the deletes were (or would be) refused, else None."""
+        if not self.deletes_refused:
+            return None
+        return (f"{'would delete' if self.kind == 'dry-run' else 'nothing deleted: it would delete'} "
+                f"{self.deletes} object(s), more than max_deletes allows ({self.delete_limit} of "
+                f"{self.target_listed} listed); e.g. {', '.join(self.delete_sample[:5])}; run again with --force "
+                "(API: \"force\": true) to delete them")
 
 
 async def _relative(it: AsyncIterator[ObjectMeta], prefix: str, ahead: int = 2000
@@ -129,35 +166,38 @@ class Reconciler:
         self._checkpointed: dict[str, int] = {}
 
     async def run(self, *, dry_run: bool = False, checksum: bool = False, kind: str | None = None,
-                  on_progress: Callable[[Progress], None] = lambda p: None) -> Progress:
+                  force: bool = False, on_progress: Callable[[Progress], None] = lambda p: None) -> Progress:
         """Compare, record the differences (unless dry_run), return what was found.
-        Raises StoreError when a listing fails (the run is then marked failed; a later
-        run of the same kind resumes from its last checkpoint)."""
+        Deletes above the mirror's max_deletes are refused (Progress.deletes_refused)
+        unless `force`. Raises StoreError when a listing fails (the run is then marked
+        failed; a later run of the same kind resumes from its last checkpoint)."""
         if kind is None:
             done = await asyncio.to_thread(self.runs.has_finished, self.mirror.name, self.target.name)
             kind = "reconcile" if done else "backfill"
         if dry_run:  # changes nothing, not even the runs table
             prog = Progress(run_id=0, kind="dry-run")
-            await self._compare(prog, None, True, checksum, on_progress)
+            await self._compare(prog, None, True, checksum, force, on_progress)
+            await self._settle_deletes(prog, force)
             return prog
         run_id, position = await asyncio.to_thread(self.runs.start, self.mirror.name, self.target.name, kind)
         prog = Progress(run_id=run_id, kind=kind)
         try:
-            await self._compare(prog, position, False, checksum, on_progress)
+            await self._compare(prog, position, False, checksum, force, on_progress)
+            await self._settle_deletes(prog, force)
         except BaseException as e:
             await asyncio.to_thread(self.runs.finish, run_id, error=f"{type(e).__name__}: {e}"[:2000])
             raise
         await asyncio.to_thread(self.runs.finish, run_id)
         return prog
 
-    async def _compare(self, prog: Progress, position: str | None, dry_run: bool, checksum: bool,
+    async def _compare(self, prog: Progress, position: str | None, dry_run: bool, checksum: bool, force: bool,
                        on_progress: Callable[[Progress], None]) -> None:
         sp, tp = self.src.location.prefix, self.dst.location.prefix
         start = {"start_after": sp + position} if position is not None else {}
         src = _relative(self.src.store.list(ListOptions(prefix=sp, **start)), sp)
         dst = _relative(self.dst.store.list(ListOptions(prefix=tp, **({"start_after": tp + position}
                                                                      if position is not None else {}))), tp)
-        page: list[tuple[str, str, ObjectMeta | None]] = []  # (key, put|delete, source meta)
+        page: list[tuple[str, str, ObjectMeta | None, ObjectMeta | None]] = []  # (key, put|delete, source, target)
         last_src_key = position
         async for key, s, t in merge(src, dst):
             if not self.mirror.filter.matches(key):
@@ -172,16 +212,71 @@ class Reconciler:
                 if len(prog.examples) < 20:
                     prog.examples.append(f"{diff}: {key}")
                 setattr(prog, diff, getattr(prog, diff) + 1)
-                if diff == "extra" and self.mirror.deletes != "replicate":
+                if diff == "extra" and self.mirror.deletes == "ignore":
                     prog.extra_kept += 1
                 else:
-                    page.append((key, "delete" if diff == "extra" else "put", s))
+                    page.append((key, "delete" if diff == "extra" else "put", s, t))
             if len(page) >= PAGE or (s is not None and prog.listed % PAGE == 0):
-                await self._flush(page, prog, last_src_key, dry_run)
+                await self._flush(page, prog, last_src_key, dry_run, force)
                 page = []
                 on_progress(prog)
-        await self._flush(page, prog, last_src_key, dry_run)
+        await self._flush(page, prog, last_src_key, dry_run, force)
         on_progress(prog)
+
+    async def _own_deletes(self, page: list[tuple[str, str, ObjectMeta | None, ObjectMeta | None]], prog: Progress
+                           ) -> list[tuple[str, str, ObjectMeta | None, ObjectMeta | None]]:
+        """The page without the deletes of objects this mirror did not write (counted as
+        foreign and kept), unless the mirror replicates all deletes."""
+        cands = [(k, t) for k, op, _, t in page if op == "delete" and t is not None]
+        if not cands or self.mirror.deletes == "replicate_all":
+            return page
+        name = self.mirror.name
+        written = await asyncio.to_thread(self.ledger.written, name, self.target.name, [k for k, _ in cands])
+        sem = asyncio.Semaphore(HEADS)
+
+        async def verdict(key: str, t: ObjectMeta) -> str:
+            if written_by(t, name, written.get(key, set())):
+                return "ours"
+            async with sem:  # the listing carried no marker: the object's own metadata tells
+                try:
+                    head = await self.dst.store.head(self.dst.location.full_key(key))
+                except NotFound:
+                    return "gone"
+            return "ours" if written_by(head, name, written.get(key, set())) else "foreign"
+
+        verdicts = dict(zip([k for k, _ in cands], await asyncio.gather(*(verdict(k, t) for k, t in cands)),
+                            strict=True))
+        foreign = sum(1 for v in verdicts.values() if v == "foreign")
+        prog.foreign += foreign
+        prog.extra_kept += foreign
+        return [item for item in page if item[1] != "delete" or verdicts.get(item[0]) == "ours"]
+
+    def _count_delete(self, prog: Progress, key: str) -> None:
+        prog.deletes += 1
+        if len(prog.delete_sample) < SAMPLE:
+            prog.delete_sample.append(key)
+
+    async def _settle_deletes(self, prog: Progress, force: bool) -> None:
+        """Once the listing is compared: release the run's held deletes when they are within
+        max_deletes (or forced), else refuse them all and say so."""
+        prog.delete_limit = self.mirror.delete_limit(prog.target_listed)
+        if prog.kind == "dry-run":
+            prog.deletes_refused = not force and prog.deletes > prog.delete_limit
+            return
+        m, t = self.mirror.name, self.target.name
+        if force:  # this run's deletes are pending already; those held before a resume go too
+            prog.deletes += await asyncio.to_thread(self.runs.settle_held, m, t, prog.run_id, release=True)
+            return
+        prog.deletes, prog.delete_sample = await asyncio.to_thread(self.runs.held_deletes, m, t, prog.run_id,
+                                                                   sample=SAMPLE)
+        if prog.deletes <= prog.delete_limit:
+            await asyncio.to_thread(self.runs.settle_held, m, t, prog.run_id, release=True)
+            return
+        prog.deletes_refused = True
+        await asyncio.to_thread(self.runs.settle_held, m, t, prog.run_id, release=False,
+                                detail=f"not deleted: reconcile run {prog.run_id} would delete {prog.deletes} "
+                                       f"objects, above max_deletes ({prog.delete_limit}); needs --force")
+        log.warning("reconcile of %s -> %s: %s", m, t, prog.refusal)
 
     async def _differs(self, key: str, s: ObjectMeta | None, t: ObjectMeta | None, checksum: bool) -> str | None:
         if s is None:
@@ -220,11 +315,15 @@ class Reconciler:
             h.update(chunk)
         return h.hexdigest()
 
-    async def _flush(self, page: list[tuple[str, str, ObjectMeta | None]], prog: Progress, position: str | None,
-                     dry_run: bool) -> None:
+    async def _flush(self, page: list[tuple[str, str, ObjectMeta | None, ObjectMeta | None]], prog: Progress,
+                     position: str | None, dry_run: bool, force: bool) -> None:
+        page = await self._own_deletes(page, prog)
         if dry_run:
+            for key, op, _, _ in page:
+                if op == "delete":
+                    self._count_delete(prog, key)
             return
-        keys = [k for k, _, _ in page]
+        keys = [k for k, _, _, _ in page]
         busy = await asyncio.to_thread(self.runs.open_keys, self.mirror.name, self.target.name, keys) if keys else set()
         seen = await asyncio.to_thread(self.runs.seen, self.mirror.name, keys) if keys else {}
         copied = (await asyncio.to_thread(self.runs.copied, self.mirror.name, self.target.name, keys, prog.wall_start)
@@ -232,7 +331,7 @@ class Reconciler:
         items, missed = [], 0
         now = time.time()
         recent = now - self.mirror.reconcile_grace
-        for key, op, s in page:
+        for key, op, s, _ in page:
             # being repaired, or copied since the target was listed (then look again)
             if key in busy or (op == "put" and s is not None and s.etag in copied.get(key, ())
                                and await self._in_sync_now(key, s)):
@@ -244,9 +343,14 @@ class Reconciler:
             if op == "put" and prog.kind == "reconcile" and not ({s.etag, s.version_id} & seen.get(key, set())):
                 missed += 1
             when = s.last_modified.timestamp() if s is not None and s.last_modified else now
+            plan = TargetPlan(self.target.name)
+            if op == "delete":
+                self._count_delete(prog, key)
+                if not force:  # released once the whole run is within max_deletes
+                    plan = TargetPlan(self.target.name, "skipped", HELD)
             items.append(NewVersion(
                 mirror=self.mirror.name, key=key, token=f"r:{prog.run_id}:{op}", op=op, source_time=when,
-                targets=[TargetPlan(self.target.name)], version_id=s.version_id if s else None,
+                targets=[plan], version_id=s.version_id if s else None,
                 etag=s.etag if s else None, size=s.size if s else None,
                 origin="reconcile" if prog.kind == "reconcile" else "backfill"))
         if items:

@@ -49,6 +49,17 @@ def replica_metadata(meta: ObjectMeta, mirror: str) -> dict[str, str]:
     return md
 
 
+def written_by(meta: ObjectMeta, mirror: str, written: set[str] = frozenset()) -> bool:
+    """Did `mirror` write this target object? Yes when its replica marker names the mirror
+    (every copy carries it), or when its etag or version id is one the ledger recorded for a
+    copy the mirror completed to that target (`written`: Ledger.written() of its key). What
+    fails both tests is someone else's object: deletes leave it in place (unless the mirror
+    says `deletes: replicate_all`)."""
+    if meta.metadata.get(REPLICA_MARKER) == mirror:
+        return True
+    return bool(written & {x for x in (meta.etag, meta.version_id) if x})
+
+
 def _write_options(cls, meta: ObjectMeta, mirror: str, target: Target, settings: WorkerSettings,
                    on_upload_started: UploadStartedHook | None, **extra):
     return cls(

@@ -36,6 +36,7 @@ from cloudmirror.replication.transfer import (
     open_source,
     replica_metadata,
     server_side,
+    written_by,
 )
 from cloudmirror.stores.base import GetResult, NotFound, ObjectMeta, PreconditionFailed, StoreError
 
@@ -272,9 +273,7 @@ class WorkerPool:
         if job.op == "delete":
             if meta is not None and not meta.is_replica:
                 return Outcome("superseded", "the source holds the key again (a newer write)")
-            # an extra object a listing found is removed even when cloudmirror did not write
-            # it, unless the target also feeds a mirror (a two-way pair: it may be an original)
-            return await self._delete_replica(job, dst, replicas_only=not listed or self._is_a_source(dst))
+            return await self._delete_replica(m, t, job, dst)
         if meta is None:
             return Outcome("superseded", "the source no longer has the key")
         if meta.is_replica:
@@ -317,17 +316,22 @@ class WorkerPool:
         cid = dst.location.container_id
         return any(m.source_location.container_id == cid for m in self.config.mirrors)
 
-    async def _delete_replica(self, job: Job, dst: Endpoint, *, replicas_only: bool = True) -> Outcome:
-        """Delete the target's copy, but only a copy cloudmirror wrote (unless told
-        otherwise): in a two-way mirror the echo of a delete must never remove a newer
-        original write on the other side."""
+    async def _delete_replica(self, m: Mirror, t: Target, job: Job, dst: Endpoint) -> Outcome:
+        """Delete the target's object, but only one this mirror wrote (its replica marker, or
+        the ledger's record of a copy with the object's etag or version id: one HEAD, and one
+        indexed query when the marker is absent): an object that was there before, or that
+        someone wrote over the replica, stays. `deletes: replicate_all` removes any object,
+        except on a target that is also a mirror's source (a two-way pair: the echo of a
+        delete must never remove a newer original write on the other side)."""
         dst_key = dst.location.full_key(job.key)
         try:
             current = await dst.store.head(dst_key)
         except NotFound:
             return Outcome("completed", "already absent on the target")
-        if replicas_only and not current.is_replica:
-            return Outcome("skipped", "the target object was not written by cloudmirror; left in place")
+        if not (m.deletes == "replicate_all" and not self._is_a_source(dst)) and not written_by(current, m.name):
+            written = await asyncio.to_thread(self.ledger.written, m.name, t.name, [job.key])
+            if not written_by(current, m.name, written.get(job.key, set())):
+                return Outcome("skipped", "the target object was not written by cloudmirror; left in place")
         await self.keeper.ensure(job.id)
         await dst.store.delete(dst_key)
         return Outcome("completed")

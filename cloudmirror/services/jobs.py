@@ -3,7 +3,11 @@ process by the same Service.reconcile that `cloudmirror reconcile` uses.
 
 A job is a row of the ledger's `jobs` table: queued -> running -> finished | failed, with
 progress counters refreshed every PROGRESS_EVERY_S (also the heartbeat) and, when finished,
-the per-target findings that `cloudmirror reconcile --json` prints. At most
+the per-target findings that `cloudmirror reconcile --json` prints. A reconcile whose deletes on
+a target were refused (more than the mirror's max_deletes; see cloudmirror.replication.reconcile)
+ends `failed`, its error saying how many it would delete with a sample of the keys, its result
+holding every target's findings (the copies it found are recorded all the same); asked with
+`force`, the deletes are made. At most
 `max_concurrent` jobs run at once per process; the others wait, queued. A job whose process
 stops is marked failed (interrupted) on a clean stop, or (abandoned) by the next API process
 to start once its heartbeat is ABANDONED_AFTER_S old; the reconcile run itself resumes from
@@ -36,14 +40,17 @@ RECONCILE = "reconcile"
 PROGRESS_EVERY_S = 2.0
 ABANDONED_AFTER_S = 120.0
 MAX_CONCURRENT = 2
-COUNTERS = ("listed", "missing", "stale", "extra", "extra_kept", "in_flight", "too_recent", "recorded", "missed_events")
+COUNTERS = ("listed", "missing", "stale", "extra", "extra_kept", "foreign", "deletes", "deletes_refused", "in_flight",
+            "too_recent", "recorded", "missed_events")
 
 
 def reconcile_summary(target: str, p: Progress) -> dict:
     """One target's findings, with the keys that `cloudmirror reconcile --json` prints."""
     return dict(target=target, kind=p.kind, listed=p.listed, missing=p.missing, stale=p.stale, extra=p.extra,
                 extra_kept=p.extra_kept, in_flight=p.in_flight, recorded=p.recorded, missed_events=p.missed_events,
-                examples=list(p.examples))
+                examples=list(p.examples), target_listed=p.target_listed, foreign=p.foreign, deletes=p.deletes,
+                delete_limit=p.delete_limit, deletes_refused=p.deletes_refused, delete_sample=list(p.delete_sample),
+                refusal=p.refusal)
 
 
 @dataclass
@@ -63,10 +70,11 @@ class ReconcileTally:
     def target_done(self, target: str, p: Progress, ops: dict[str, int]) -> None:
         self.done.append(p)
         self.current = None
+        deletes = 0 if p.deletes_refused else ops["delete"]  # refused ones are recorded, never carried out
         self.copies += ops["put"]
-        self.deletes += ops["delete"]
+        self.deletes += deletes
         self.rows.append(dict(reconcile_summary(target, p), run_id=p.run_id or None,
-                              copies_enqueued=ops["put"], deletes_enqueued=ops["delete"]))
+                              copies_enqueued=ops["put"], deletes_enqueued=deletes))
 
     def snapshot(self) -> dict:
         runs = self.done + ([self.current] if self.current is not None else [])
@@ -103,15 +111,16 @@ class JobRunner:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def start_reconcile(self, mirror: str, *, target: str | None = None, dry_run: bool = False,
-                              checksum: bool = False, created_by: str) -> dict:
+                              checksum: bool = False, force: bool = False, created_by: str) -> dict:
         """Queue a reconcile of one target or all targets of a mirror; returns the job.
+        `force` carries out deletes above the mirror's max_deletes.
         Raises NotFoundError (unknown mirror), InvalidInput (not a target of the mirror),
         ConflictError (a reconcile that changes the ledger already covers that target)."""
         m = self.service.config.mirror(mirror)
         if target is not None:
             m.target(target)
         targets = [target] if target is not None else [t.name for t in m.targets]
-        params = dict(dry_run=dry_run, checksum=checksum, targets=targets)
+        params = dict(dry_run=dry_run, checksum=checksum, force=force, targets=targets)
         async with self._admit:  # check and create as one step within this process
             if not dry_run:
                 busy = await asyncio.to_thread(self.jobs.active_changing, RECONCILE, m.name, target)
@@ -122,26 +131,30 @@ class JobRunner:
             job = await asyncio.to_thread(self.jobs.create, kind=RECONCILE, mirror=m.name, target=target,
                                           params=params, created_by=created_by, owner=self.service.owner,
                                           progress=ReconcileTally(targets).snapshot())
-        task = asyncio.create_task(self._reconcile(job["id"], m.name, targets, dry_run, checksum),
+        task = asyncio.create_task(self._reconcile(job["id"], m.name, targets, dry_run, checksum, force),
                                    name=f"job {job['id']}")
         self._tasks[job["id"]] = task
         task.add_done_callback(lambda _t, i=job["id"]: self._tasks.pop(i, None))
         return job
 
-    async def _reconcile(self, job_id: int, mirror: str, targets: list[str], dry_run: bool, checksum: bool) -> None:
+    async def _reconcile(self, job_id: int, mirror: str, targets: list[str], dry_run: bool, checksum: bool,
+                         force: bool) -> None:
         tally = ReconcileTally(targets)
         beat = asyncio.create_task(self._heartbeat(job_id, tally))  # queued jobs are alive too
         try:
             async with self._slots:
                 await asyncio.to_thread(self.jobs.start, job_id)
                 for t in targets:
-                    [p] = await self.service.reconcile(mirror, t, dry_run=dry_run, checksum=checksum,
+                    [p] = await self.service.reconcile(mirror, t, dry_run=dry_run, checksum=checksum, force=force,
                                                        on_progress=tally.update)
                     ops = (await asyncio.to_thread(self.jobs.run_ops, mirror, p.run_id)
                            if p.run_id else {"put": 0, "delete": 0})
                     tally.target_done(t, p, ops)
             await self._stop_beating(beat)
-            await asyncio.to_thread(self.jobs.finish, job_id, progress=tally.snapshot(), result=tally.rows)
+            refused = [f"{r['target']}: {r['refusal']}" for r in tally.rows if r["deletes_refused"] and not dry_run]
+            await asyncio.to_thread(self.jobs.finish, job_id, progress=tally.snapshot(), result=tally.rows,
+                                    error=(f"deletes refused (max_deletes) on {len(refused)} target(s): "
+                                           + "; ".join(refused))[:2000] if refused else None)
         except asyncio.CancelledError:
             await self._stop_beating(beat)
             await asyncio.shield(asyncio.to_thread(

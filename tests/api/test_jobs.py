@@ -16,11 +16,12 @@ from cloudmirror.location import parse_location
 from cloudmirror.stores import open_store
 from cloudmirror.stores.base import RetryableError
 from cloudmirror.stores.memory import inject_fault
-from tests.api.conftest import assert_error, mirror_config_data, running_api
+from tests.api.conftest import assert_error, mirror_config, mirror_config_data, running_api
 from tests.integration.harness import eventually
 
 CLI_KEYS = ("target", "kind", "listed", "missing", "stale", "extra", "extra_kept", "in_flight", "recorded",
-            "missed_events", "examples")
+            "missed_events", "examples", "target_listed", "foreign", "deletes", "delete_limit", "deletes_refused",
+            "delete_sample", "refusal")
 
 
 async def assert_job_ends(client, job_id: int, status: str = "finished", timeout: float = 30.0) -> dict:
@@ -68,7 +69,7 @@ async def test_reconcile_job_finishes_with_the_counts_the_cli_reports(ledger_url
     await d.put("k000", b"value 0")  # in sync
     await d.put("k001", b"stale!!")  # same size, other bytes
     await d.put("k002", b"much longer than the source")
-    await d.put("zz-only-on-target", b"x")
+    await d.put("zz-only-on-target", b"x")  # not written by cloudmirror: kept (deletes: replicate)
 
     cli_dry = await asyncio.to_thread(_cli_reconcile, config_path, "--dry-run")
     assert [(r["missing"], r["stale"], r["extra"]) for r in cli_dry] == [(37, 2, 1)]
@@ -77,7 +78,7 @@ async def test_reconcile_job_finishes_with_the_counts_the_cli_reports(ledger_url
         job = await _start(api.operator, {"dry_run": True})
         assert job["params"]["dry_run"] is True and job["created_by"] == "test-operator"
         dry = await assert_job_ends(api.viewer, job["id"])
-        assert [{k: r[k] for k in CLI_KEYS} for r in dry["result"]] == cli_dry
+        assert [{k: r[k] for k in CLI_KEYS} for r in dry["result"]] == [{k: r[k] for k in CLI_KEYS} for r in cli_dry]
         assert dry["result"][0]["run_id"] is None and dry["progress"]["enqueued"] == 0
         assert ledger.backlog() == 0  # a dry run changes nothing
 
@@ -86,18 +87,43 @@ async def test_reconcile_job_finishes_with_the_counts_the_cli_reports(ledger_url
         [row] = done["result"]
         assert {k: row[k] for k in ("listed", "missing", "stale", "extra")} == {
             k: cli_dry[0][k] for k in ("listed", "missing", "stale", "extra")}
-        assert row["kind"] == "backfill" and row["recorded"] == 40 and row["run_id"]
-        assert (row["copies_enqueued"], row["deletes_enqueued"]) == (39, 1)
+        assert row["kind"] == "backfill" and row["recorded"] == 39 and row["run_id"]
+        assert (row["copies_enqueued"], row["deletes_enqueued"], row["foreign"], row["deletes"]) == (39, 0, 1, 0)
         progress = done["progress"]
         assert (progress["listed"], progress["differences"], progress["enqueued"], progress["copies_enqueued"],
-                progress["deletes_enqueued"], progress["targets_done"], progress["targets_total"]) == (
-            40, 40, 40, 39, 1, 1, 1)
+                progress["deletes_enqueued"], progress["foreign"], progress["targets_done"],
+                progress["targets_total"]) == (40, 40, 39, 39, 0, 1, 1, 1)
         assert done["started_at"] and done["finished_at"] and done["error"] is None
-        assert ledger.backlog() == 40
+        assert ledger.backlog() == 39
 
     # the CLI, run now, finds the same work already pending: nothing new is recorded
     again = await asyncio.to_thread(_cli_reconcile, config_path)
-    assert again[0]["kind"] == "reconcile" and again[0]["recorded"] == 0 and again[0]["in_flight"] == 40
+    assert again[0]["kind"] == "reconcile" and again[0]["recorded"] == 0 and again[0]["in_flight"] == 39
+
+
+async def test_a_reconcile_above_max_deletes_fails_deleting_nothing_until_forced(ledger_url, ledger):
+    config = mirror_config(ledger_url, deletes="replicate_all")  # max_deletes: 10 % by default
+    photos = config.mirror("photos")
+    target = photos.targets[0].name
+    dst = open_store(parse_location(target))
+    for i in range(12):
+        await dst.put(f"extra/{i:02}", b"x")
+    async with running_api(config, ledger) as api:
+        dry = await assert_job_ends(api.viewer, (await _start(api.operator, {"target": target, "dry_run": True}))["id"])
+        job = await assert_job_ends(api.viewer, (await _start(api.operator, {"target": target}))["id"], "failed")
+        for j in (dry, job):
+            [row] = j["result"]
+            assert (row["deletes"], row["delete_limit"], row["deletes_refused"]) == (12, 1, True)
+            assert row["delete_sample"] == [f"extra/{i:02}" for i in range(12)] and "--force" in row["refusal"]
+        assert dry["error"] is None and job["result"][0]["deletes_enqueued"] == 0
+        assert job["error"].startswith("deletes refused (max_deletes) on 1 target(s)") and "extra/00" in job["error"]
+        assert ledger.backlog() == 0 and len([o async for o in dst.list()]) == 12
+
+        forced = await _start(api.operator, {"target": target, "force": True})
+        assert forced["params"]["force"] is True
+        done = await assert_job_ends(api.viewer, forced["id"])
+        assert done["result"][0]["deletes_enqueued"] == 12 and done["error"] is None
+        assert ledger.backlog() == 12  # the workers (none here) carry them out
 
 
 async def test_reconcile_of_every_target_a_failed_listing_and_unknown_names(api):

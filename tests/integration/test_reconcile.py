@@ -48,7 +48,7 @@ async def test_dry_run_changes_nothing_and_reports_the_diff(cloud, ledger_url):
         assert (listing(t3, dst), ledger_rows(r.ledger)) == before
 
 
-@pytest.mark.parametrize("deletes", ["replicate", "ignore"])
+@pytest.mark.parametrize("deletes", ["replicate", "replicate_all", "ignore"])
 async def test_target_changed_behind_our_back_is_repaired(deletes, cloud, sqlite_url):
     src, dst = cloud.bucket(), cloud.bucket("eu-west-1")
     s3, t3 = cloud.s3(), cloud.s3("eu-west-1")
@@ -64,13 +64,48 @@ async def test_target_changed_behind_our_back_is_repaired(deletes, cloud, sqlite
         [p] = await r.service.reconcile("m")
         assert (p.kind, p.missing, p.stale, p.extra) == ("backfill", 1, 1, 1)
         await eventually(drained(r.ledger), timeout=30)
-        if deletes == "replicate":
+        if deletes == "replicate_all":  # 1 delete: within max_deletes (10 % of 20)
+            assert (p.deletes, p.foreign, p.deletes_refused) == (1, 0, False)
             await eventually(converged(cloud, src, dst), timeout=30)
-        else:  # the extra object is reported, never deleted
-            assert p.extra_kept == 1
+        else:  # the extra object is reported, never deleted (replicate: cloudmirror did not write it)
+            assert p.extra_kept == 1 and p.foreign == (deletes == "replicate") and p.deletes == 0
             assert "intruder" in listing(t3, dst)
             t3.delete_object(Bucket=dst, Key="intruder")
             await eventually(converged(cloud, src, dst), timeout=30)
+
+
+async def test_a_mirror_pointed_at_a_non_empty_target_wipes_nothing(cloud, sqlite_url):
+    """Acceptance (issue 11): a target holding objects cloudmirror did not write. deletes:
+    replicate deletes none of them (and copies the source); replicate_all above max_deletes
+    stops before deleting, reports the count and a sample, and deletes only with force."""
+    src, dst = cloud.bucket(), cloud.bucket("eu-west-1")
+    s3, t3 = cloud.s3(), cloud.s3("eu-west-1")
+    for i in range(40):
+        t3.put_object(Bucket=dst, Key=f"prod/{i:03}", Body=f"production data {i}".encode())
+    for i in range(5):
+        s3.put_object(Bucket=src, Key=f"src/{i}", Body=f"source {i}".encode())
+    existing = listing(t3, dst)
+    cfg = config(sqlite_url, [mirror("m", cloud, src, [dst], None, reconcile_grace=0)])
+    async with running(cfg, intake=False) as r:
+        [p] = await r.service.reconcile("m")
+        assert (p.missing, p.extra, p.foreign, p.deletes, p.deletes_refused) == (5, 40, 40, 0, False)
+        await eventually(drained(r.ledger), timeout=30)
+        after = listing(t3, dst)
+        assert {k: after[k] for k in existing} == existing  # every object that was there, unchanged
+        assert set(after) - set(existing) == {f"src/{i}" for i in range(5)}
+
+    cfg = config(sqlite_url, [mirror("m", cloud, src, [dst], None, reconcile_grace=0, deletes="replicate_all")])
+    async with running(cfg, intake=False) as r:
+        [dry] = await r.service.reconcile("m", dry_run=True)
+        [p] = await r.service.reconcile("m")
+        for q in (dry, p):  # 10 % of the 45 objects listed on the target
+            assert (q.extra, q.deletes, q.delete_limit, q.deletes_refused) == (40, 40, 4, True)
+            assert q.delete_sample == [f"prod/{i:03}" for i in range(20)]
+        await eventually(drained(r.ledger), timeout=30)
+        assert set(existing) <= set(listing(t3, dst))  # nothing deleted
+        [forced] = await r.service.reconcile("m", force=True)
+        assert (forced.deletes, forced.deletes_refused) == (40, False)
+        await eventually(converged(cloud, src, dst), timeout=60)
 
 
 class ShiftedClock:
