@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.schemas import ErrorResponse
 from cloudmirror.errors import ConflictError, Forbidden, InvalidInput, NotFoundError, RequestError, Unavailable
 from cloudmirror.policy import PolicyRefused
+from cloudmirror.redact import redact, redact_obj
 
 log = logging.getLogger("cloudmirror.api")
 
@@ -46,6 +47,8 @@ def error_body(code: str, message: str, **extra: Any) -> dict:
 
 def _respond(request: Request, status: int, code: str, message: str, headers: dict | None = None,
              **extra: Any) -> JSONResponse:
+    # no secret leaves in an answer (a message may quote a location, a header or the input)
+    message, extra = redact(message), redact_obj(extra)
     request.state.audit_detail = f"{code}: {message}"[:500]  # the audit log says why it failed
     return JSONResponse(error_body(code, message, **extra), status_code=status, headers=headers)
 

@@ -26,8 +26,12 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print `error: MESSAGE` on stderr; raise the result to exit with `code`."""
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    """Print `error: MESSAGE` (redacted) on stderr; raise the result to exit with `code`."""
+    from rich.markup import escape
+
+    from cloudmirror.redact import redact
+
+    err.print(f"[red]error:[/red] {escape(redact(message))}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

@@ -30,8 +30,11 @@ def register(app: typer.Typer) -> None:
 
 
 def _logging(verbose: bool) -> None:
+    from cloudmirror.redact import install_log_redaction
+
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format='{"t":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":%(message)r}')
+    install_log_redaction()  # every record redacted, and a RedactingFilter on the handler set up here
 
 
 def bind_api(listen: str) -> socket.socket:

@@ -38,7 +38,8 @@ from cloudmirror import metrics
 from cloudmirror.events.base import FeedError, FeedMessage, MalformedEvent
 from cloudmirror.events.eventgrid import decode_queue_text, parse_document
 from cloudmirror.location import is_path_style_host
-from cloudmirror.stores.azure.auth import CREDENTIALS, credential_auth, make_credential
+from cloudmirror.redact import redact
+from cloudmirror.stores.azure.auth import CREDENTIALS, credential_auth, make_credential, parse_connection_string
 from cloudmirror.stores.base import StoreError
 
 log = logging.getLogger("cloudmirror.events.azure_queue")
@@ -103,10 +104,16 @@ def _credential(addr: QueueAddress, *, aio: bool):
 
 
 def _connection_string(addr: QueueAddress) -> str:
+    """The connection string in the named variable. Raises ValueError saying what is wrong
+    with it, never echoing any of it (it may hold a secret)."""
     conn = os.environ.get(addr.connection_string_env or "")
     if not conn:
         raise ValueError(f"az://{addr.account}/{addr.queue}: ${addr.connection_string_env} is not set "
                          "(it should hold the storage account's connection string)")
+    try:
+        parse_connection_string(conn)
+    except ValueError as e:
+        raise ValueError(f"az://{addr.account}/{addr.queue}: ${addr.connection_string_env}: {e}") from None
     return conn
 
 
@@ -118,7 +125,11 @@ def open_queue_client(url: str, *, aio: bool = True):
     else:
         from azure.storage.queue import QueueClient
     if addr.connection_string_env:
-        return QueueClient.from_connection_string(_connection_string(addr), addr.queue), None
+        conn = _connection_string(addr)
+        try:
+            return QueueClient.from_connection_string(conn, addr.queue), None
+        except ValueError as e:  # the SDK's own parser: its message is redacted, never the value
+            raise ValueError(redact(f"az://{addr.account}/{addr.queue}: ${addr.connection_string_env}: {e}")) from None
     cred = _credential(addr, aio=aio)
     return QueueClient(addr.queue_endpoint, addr.queue, credential=cred), (cred if hasattr(cred, "close") else None)
 
@@ -242,8 +253,9 @@ async def _gather_raising(coros) -> None:
 
 
 def _reason(e: Exception) -> str:
+    """`Code: first line of the message`, redacted (SDK messages may quote a request URL)."""
     code = getattr(e, "error_code", None)
-    msg = str(getattr(e, "message", None) or e).splitlines()[0]
+    msg = redact((str(getattr(e, "message", None) or e).splitlines() or [""])[0])
     return f"{code}: {msg}" if code else msg
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from cloudmirror.ledger.models import api_keys, audit_log
 from cloudmirror.ledger.paging import newest_first, oldest_first, read_rows
 from cloudmirror.ledger.repo import Ledger
+from cloudmirror.redact import redact
 
 K = api_keys.c
 A = audit_log.c
@@ -85,12 +86,14 @@ class AccessLedger:
     def audit(self, *, actor: str, action: str, status: int, key_id: int | None = None, target: str | None = None,
               detail: str | None = None, client: str | None = None, now: float | None = None) -> int:
         """Append one audit entry; returns its id. Text is cut to the column sizes, and NUL
-        characters and lone surrogates are escaped: an entry is never lost to what a caller sent."""
+        characters and lone surrogates are escaped: an entry is never lost to what a caller sent.
+        Target and detail are redacted (cloudmirror.redact) before they are cut."""
         now = time.time() if now is None else now
         with self.ledger.engine.begin() as conn:
             return conn.execute(insert(audit_log).values(
-                at=now, actor=_text(actor, 160), key_id=key_id, action=_text(action, 300), target=_text(target, 4000),
-                status=status, detail=_text(detail, 2000), client=_text(client, 64)).returning(A.id)).scalar_one()
+                at=now, actor=_text(actor, 160), key_id=key_id, action=_text(action, 300),
+                target=_text(redact(target), 4000), status=status, detail=_text(redact(detail), 2000),
+                client=_text(client, 64)).returning(A.id)).scalar_one()
 
     def list_audit(self, *, before: int | None = None, limit: int = 100, actor: str | None = None,
                    action: str | None = None) -> list[dict]:

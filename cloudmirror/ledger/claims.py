@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from cloudmirror.ledger.db import retry_transient
 from cloudmirror.ledger.models import replications, versions
+from cloudmirror.redact import redact
 
 R = replications.c
 V = versions.c
@@ -224,6 +225,8 @@ class Claims:
             return 0
         fields = ("copied_etag", "copied_version_id", "target_etag", "target_version_id", "bytes", "detail")
         rows = [{"_id": d["id"], "_token": d.get("token"), **{f: d.get(f) for f in fields}} for d in done]
+        for r in rows:
+            r["detail"] = redact(r["detail"])
         fenced = R.lease_token == func.coalesce(bindparam("_token", type_=Integer), R.lease_token)
         stmt = (update(replications)
                 .where(R.id == bindparam("_id"), *self._ours(owner), fenced)
@@ -233,20 +236,22 @@ class Claims:
             return conn.execute(stmt, rows).rowcount
 
     def finish_other(self, job_id: int, owner: str, status: str, detail: str, *, token: int | None = None) -> bool:
-        """End a job as superseded or skipped, with the reason."""
+        """End a job as superseded or skipped, with the reason (redacted)."""
         assert status in ("superseded", "skipped")
-        return self._finish(job_id, owner, token, status=status, detail=detail, completed_at=time.time(),
+        return self._finish(job_id, owner, token, status=status, detail=redact(detail), completed_at=time.time(),
                             upload_id=None)
 
     def retry_later(self, job_id: int, owner: str, error: str, at: float, *, count_attempt: bool = True,
                     token: int | None = None) -> bool:
-        values = dict(status="pending", last_error=error, next_attempt_at=at)
+        """Reschedule a job we hold; `error` (why the attempt failed) is stored redacted."""
+        values = dict(status="pending", last_error=redact(error), next_attempt_at=at)
         if not count_attempt:
             values["attempts"] = R.attempts - 1
         return self._finish(job_id, owner, token, **values)
 
     def fail(self, job_id: int, owner: str, error: str, *, token: int | None = None) -> bool:
-        return self._finish(job_id, owner, token, status="failed", last_error=error, completed_at=time.time())
+        """Give a job up; `error` is stored redacted."""
+        return self._finish(job_id, owner, token, status="failed", last_error=redact(error), completed_at=time.time())
 
     def set_upload_id(self, job_id: int, upload_id: str | None, *, owner: str | None = None,
                       token: int | None = None) -> bool:

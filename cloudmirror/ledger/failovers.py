@@ -31,6 +31,7 @@ from cloudmirror.ledger.models import (
 )
 from cloudmirror.ledger.paging import newest_first, oldest_first, read_rows
 from cloudmirror.ledger.repo import Ledger, _retry_transient
+from cloudmirror.redact import redact_obj
 
 F = failovers.c
 FO = failover_objects.c
@@ -100,13 +101,15 @@ class Failovers:
         """The heartbeat of a running record (and its progress)."""
         values: dict[str, Any] = dict(heartbeat_at=time.time() if now is None else now)
         if detail is not None:
-            values["detail"] = detail
+            values["detail"] = redact_obj(detail)
         with self.ledger.engine.begin() as conn:
             conn.execute(update(failovers).where(F.id == failover_id, F.status == "running").values(**values))
 
     def finish(self, failover_id: int, status: str, *, now: float | None = None, **values: Any) -> dict:
-        """End a record (completed | aborted | failed) with its figures."""
+        """End a record (completed | aborted | failed) with its figures (error and detail
+        are stored redacted)."""
         now = time.time() if now is None else now
+        values = {k: redact_obj(v) if k in ("error", "detail") else v for k, v in values.items()}
         with self.ledger.engine.begin() as conn:
             conn.execute(update(failovers).where(F.id == failover_id)
                          .values(status=status, finished_at=now, heartbeat_at=now, **values))
@@ -254,7 +257,8 @@ class Failovers:
         now = time.time() if now is None else now
         with self.ledger.engine.begin() as conn:
             conn.execute(update(drills).where(D.id == drill_id).values(
-                outcome=outcome, results=results, rpo_seconds=rpo_seconds, rto_seconds=rto_seconds, error=error,
+                outcome=outcome, results=redact_obj(results), rpo_seconds=rpo_seconds, rto_seconds=rto_seconds,
+                error=redact_obj(error),
                 finished_at=now))
         return self.drill(drill_id)
 

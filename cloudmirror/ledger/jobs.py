@@ -11,6 +11,7 @@ from sqlalchemy import func, insert, or_, select, update
 from cloudmirror.ledger.models import jobs, versions
 from cloudmirror.ledger.paging import newest_first, read_rows
 from cloudmirror.ledger.repo import Ledger
+from cloudmirror.redact import redact, redact_obj
 
 J = jobs.c
 V = versions.c
@@ -69,11 +70,12 @@ class JobLedger:
 
     def finish(self, job_id: int, *, progress: dict, result: list | dict | None = None, error: str | None = None,
                now: float | None = None) -> None:
+        """End a job: failed when `error` is given. Error and result are stored redacted."""
         now = time.time() if now is None else now
         with self.ledger.engine.begin() as conn:
             conn.execute(update(jobs).where(J.id == job_id).values(
-                status="failed" if error else "finished", progress=progress, result=result, error=error,
-                finished_at=now, heartbeat_at=now))
+                status="failed" if error else "finished", progress=progress, result=redact_obj(result),
+                error=redact(error), finished_at=now, heartbeat_at=now))
 
     def fail_abandoned(self, older_than: float, reason: str, *, owner: str | None = None,
                        now: float | None = None) -> int:
@@ -83,7 +85,7 @@ class JobLedger:
         cond = J.owner == owner if owner is not None else J.heartbeat_at < now - older_than
         with self.ledger.engine.begin() as conn:
             return conn.execute(update(jobs).where(J.status.in_(ACTIVE), cond)
-                                .values(status="failed", error=reason, finished_at=now)).rowcount
+                                .values(status="failed", error=redact(reason), finished_at=now)).rowcount
 
     def run_ops(self, mirror: str, run_id: int) -> dict[str, int]:
         """How many copies ("put") and deletes a reconcile run recorded. The reconciler gives

@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from cloudmirror.ledger import db
 from cloudmirror.ledger.claims import LEASE_EXPIRED, Claims, Job
 from cloudmirror.ledger.models import dead_letters, key_heads, replications, versions
+from cloudmirror.redact import redact
 
 __all__ = ["LEASE_EXPIRED", "LISTED_ORIGINS", "DeadLetter", "Job", "Ledger", "NewVersion", "RecordOutcome",
            "TargetPlan", "is_newer", "lock_id"]
@@ -157,8 +158,9 @@ class Ledger(Claims):
                     conn.execute(insert(replications), rows)
                 out.new += 1
             if dead:
-                conn.execute(insert(dead_letters), [dict(feed=d.feed, message_id=d.message_id, body=d.body,
-                                                         reason=d.reason, received_at=now) for d in dead])
+                conn.execute(insert(dead_letters), [dict(feed=d.feed, message_id=d.message_id, body=redact(d.body),
+                                                         reason=redact(d.reason), received_at=now)
+                                                    for d in dead])
         return out
 
     def _advance_head(self, conn, item: NewVersion, pk: int) -> tuple[int | None, bool]:

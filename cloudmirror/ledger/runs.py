@@ -11,6 +11,7 @@ from sqlalchemy import func, insert, select, update
 
 from cloudmirror.ledger.models import OPEN_STATUSES, reconcile_runs, replications, versions
 from cloudmirror.ledger.repo import Ledger
+from cloudmirror.redact import redact
 
 RUN = reconcile_runs.c
 R = replications.c
@@ -54,7 +55,7 @@ class Runs:
     def finish(self, run_id: int, *, error: str | None = None) -> None:
         with self.ledger.engine.begin() as conn:
             conn.execute(update(reconcile_runs).where(RUN.id == run_id).values(
-                status="failed" if error else "finished", error=error, finished_at=time.time()))
+                status="failed" if error else "finished", error=redact(error), finished_at=time.time()))
 
     def get(self, run_id: int) -> dict:
         with self.ledger.reader.connect() as conn:

@@ -121,15 +121,18 @@ def service_id(account_url: str, account: str) -> tuple[str, str, int | None]:
 
 
 def parse_connection_string(value: str) -> dict[str, str]:
-    """`Key=Value;...` -> {lower-case key: value} (values may contain '=')."""
+    """`Key=Value;...` -> {lower-case key: value} (values may contain '='). Raises ValueError
+    naming the malformed segment by its position only: the text may be a secret (a variable
+    that holds something else than a connection string), so no part of it is echoed."""
     out: dict[str, str] = {}
-    for part in value.split(";"):
+    parts = value.split(";")
+    for n, part in enumerate(parts, 1):
         part = part.strip()
         if not part:
             continue
         k, sep, v = part.partition("=")
         if not sep or not k.strip():
-            raise ValueError(f"malformed segment {part.split('=')[0][:40]!r}")
+            raise ValueError(f"segment {n} of {len(parts)} is not Key=Value (it is not a connection string)")
         out[k.strip().lower()] = v.strip()
     return out
 
