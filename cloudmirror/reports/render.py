@@ -4,7 +4,8 @@ The CSV is a sequence of sections, each a title row `[name]`, a header row and d
 separated by blank lines: report, scope_mirrors, summary, targets, breaches,
 breach_objects, failovers, drills, rpo_series. Nested fields are flattened with dots
 (`latency_seconds.p50`); empty cells are nulls; booleans are true/false; numbers are
-written exactly as in the JSON.
+written exactly as in the JSON; text beginning with = + - @ tab or CR is prefixed with a
+single quote (OWASP CSV injection guidance: object keys are user data).
 """
 
 from __future__ import annotations
@@ -16,15 +17,28 @@ from typing import Any
 from cloudmirror.reports.data import DrillRecord, FailoverRecord
 from cloudmirror.reports.signing import canonical_data, sha256_hex
 
+# a spreadsheet runs a cell that begins with one of these as a formula (OWASP "CSV injection")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
-def cell(v: Any) -> str:
+
+def _text(v: Any) -> str:
     if v is None:
         return ""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (list, tuple)):
-        return " ".join(cell(x) for x in v)
+        return " ".join(_text(x) for x in v)
     return str(v)
+
+
+def cell(v: Any) -> str:
+    """A CSV cell: null empty, booleans true/false, numbers as in the JSON, lists joined by
+    spaces; text (object keys, names: user data) that begins with = + - @ tab or CR gets a
+    leading single quote, so that a spreadsheet shows it instead of running it."""
+    s = _text(v)
+    if not isinstance(v, (int, float)) and s.startswith(FORMULA_STARTS):
+        return "'" + s
+    return s
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -54,14 +68,20 @@ def _columns(rows: list[dict], default: list[str]) -> list[str]:
 def render_csv(data: dict) -> bytes:
     """The unsigned CSV bytes of the report data."""
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    plain = csv.writer(buf, lineterminator="\n")
+    # a CR inside a cell must be quoted, or a spreadsheet starts a new row there (and the next
+    # "cell" could be a formula); csv quotes it only when it is in the line terminator
+    quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
+
+    def row(cells: list[str]) -> None:
+        (quoted if any("\r" in c for c in cells) else plain).writerow(cells)
 
     def section(name: str, columns: list[str], rows: list[dict]) -> None:
-        w.writerow([f"[{name}]"])
-        w.writerow(columns)
+        row([f"[{name}]"])
+        row(columns)
         for r in rows:
-            w.writerow([cell(r.get(c)) for c in columns])
-        w.writerow([])
+            row([cell(r.get(c)) for c in columns])
+        row([])
 
     def fields(name: str, values: dict) -> None:
         section(name, ["field", "value"], [dict(field=k, value=v) for k, v in flatten(values).items()])
