@@ -133,3 +133,19 @@ class RpoHistory(Out):
                    {"t": 1795599031.0, "rpo_s": 0.1}, {"t": 1795599072.0, "rpo_s": 41.1},
                    {"t": 1795599072.0, "rpo_s": 0.0}, {"t": 1795600800.0, "rpo_s": 0.0}],
         "targets": None}]})
+
+
+# ------------------------------------------------------------------ report signing
+class ReportPublicKey(Out):
+    """The public key that verifies this deployment's signed reports (`cloudmirror report verify
+    FILE --public-key PEM`); the private key never leaves the server."""
+
+    algorithm: str = Field(description="Always `ed25519`.")
+    key_id: str = Field(description="The key's fingerprint: the first 16 hex digits of SHA-256 of the raw 32-byte "
+                                    "public key; each report names the key id that signed it.")
+    public_key_pem: str = Field(description="SubjectPublicKeyInfo PEM (`-----BEGIN PUBLIC KEY-----`).")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "algorithm": "ed25519", "key_id": "3f9a6c1d20b7e845",
+        "public_key_pem": "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA0d8tRkVx3Q2mS8oJk0Vn4m3h1dG8b6yq0f6V2w0kWbA=\n"
+                          "-----END PUBLIC KEY-----\n"}]})

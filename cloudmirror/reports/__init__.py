@@ -1,16 +1,18 @@
 """Compliance RPO reports: one data dict (data.py) rendered as JSON, CSV or PDF and signed
-(signing.py). `produce` builds a signed file; `verify` checks one."""
+with the deployment's Ed25519 key (signing.py, keys.py). `render_signed` builds a signed
+file; `verify` checks one with public keys (and old v1 HMAC reports with the old key)."""
 
 from __future__ import annotations
 
 from cloudmirror.reports.data import ReportError
-from cloudmirror.reports.signing import FORMATS, ReportKey, ReportKeyError, Verdict, detect_format, verify
+from cloudmirror.reports.keys import HmacKey, PublicKey, ReportKeyError, SigningKey
+from cloudmirror.reports.signing import FORMATS, Keys, Verdict, detect_format, verify
 
-__all__ = ["FORMATS", "ReportError", "ReportKey", "ReportKeyError", "Verdict", "detect_format", "render_signed",
-           "verify"]
+__all__ = ["FORMATS", "HmacKey", "Keys", "PublicKey", "ReportError", "ReportKeyError", "SigningKey", "Verdict",
+           "detect_format", "render_signed", "verify"]
 
 
-def render_signed(data: dict, fmt: str, key: ReportKey) -> bytes:
+def render_signed(data: dict, fmt: str, key: SigningKey) -> bytes:
     """The signed file bytes of report `data` in `fmt` (json, csv or pdf). Raises ReportError
     for an unknown format."""
     from cloudmirror.reports import signing

@@ -177,8 +177,9 @@ def render_pdf(data: dict, *, key_id: str) -> bytes:
             cols = list(rows[0])
             story.append(table(cols, [[r.get(c) for c in cols] for r in rows], style=small))
     story += [Spacer(1, 12),
-              p(f"Data digest {digest}. This file is signed with HMAC-SHA256 by the server key {key_id} "
-                "(signature after the end of the PDF); check it with: cloudmirror report verify FILE", small)]
+              p(f"Data digest {digest}. This file is signed with Ed25519 by the deployment's report key {key_id} "
+                "(signature after the end of the PDF); anyone with its public key can check it: "
+                "cloudmirror report verify FILE --public-key PEM", small)]
 
     def footer(canvas, doc) -> None:
         canvas.saveState()

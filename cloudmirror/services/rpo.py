@@ -3,7 +3,8 @@ API (they stay thin: parse, call one of these, present the result).
 
 - rpo_live: per target, mirror and group, now: RPO, backlog, latency percentiles over
   recent windows, objective met, and recent RPO history from the ledger.
-- build_report / verify_report: the signed compliance report (JSON, CSV, PDF).
+- build_report / verify_report: the signed compliance report (JSON, CSV, PDF);
+  report_public_key: the public key that verifies them (reports.keys).
 - rpo_history: RPO over a period as a chart series (one mirror, or each of its targets).
 - parse_when: the times users type (`24h`, `now`, ISO 8601, epoch seconds).
 
@@ -25,10 +26,10 @@ from cloudmirror.ledger import rpo as ledger_rpo
 from cloudmirror.ledger.repo import Ledger
 from cloudmirror.ledger.runs import Runs
 from cloudmirror.replication import rpo
-from cloudmirror.reports import FORMATS, ReportError, ReportKey, ReportKeyError, render_signed
+from cloudmirror.reports import FORMATS, Keys, PublicKey, ReportError, ReportKeyError, SigningKey, render_signed
 from cloudmirror.reports import verify as verify_signed
 from cloudmirror.reports.data import build_data, configured, iso, r3, resolve_scope
-from cloudmirror.reports.signing import load_key
+from cloudmirror.reports.keys import load_hmac_key, load_signing_key
 
 LATENCY_WINDOWS = {"5m": 300.0, "1h": 3600.0, "24h": 86400.0}
 REPORT_MEDIA_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8", "pdf": "application/pdf"}
@@ -152,6 +153,7 @@ def rpo_history(config: Config, ledger: Ledger, mirror: str, *, since: float, un
             raise InvalidInput("query.target", e.reason) from None
     if not until > since:
         raise ReportError("the period is empty: until must be after since")
+    check_period(config, since, until)
     if not 2 <= points <= MAX_HISTORY_POINTS:
         raise ReportError(f"points must be within 2..{MAX_HISTORY_POINTS}")
     rows = _period_rows(ledger, [m], since, until)
@@ -202,19 +204,43 @@ def parse_when(value: str, *, now: float) -> float:
     return t
 
 
+def duration_text(seconds: float) -> str:
+    """400d, 36h, 90m, 45s or 1.5s: a duration as the config takes it."""
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= n and seconds % n == 0:
+            return f"{int(seconds // n)}{unit}"
+    return f"{seconds:g}s"
+
+
+def check_period(config: Config, since: float, until: float, field: str | None = None) -> None:
+    """Refuse a period longer than `api.max_report_period` (one request must not scan all
+    history). Raises InvalidInput naming `field`, or ReportError without one."""
+    limit = config.api.max_report_period
+    if until - since > limit:
+        reason = (f"the period ({duration_text(r3(until - since))}) is longer than the limit "
+                  f"api.max_report_period ({duration_text(limit)}): ask for a shorter one")
+        raise InvalidInput(field, reason) if field else ReportError(reason)
+
+
 def parse_period(since: str | None, until: str | None, *, default_since: str, now: float,
-                 field_prefix: str = "query.") -> tuple[float, float]:
+                 field_prefix: str = "query.", config: Config | None = None) -> tuple[float, float]:
     """`since` / `until` as typed (parse_when; `until` defaults to now) -> epoch seconds.
-    Raises InvalidInput naming `since` or `until` (with the prefix) when one is not a time
-    or the period is empty."""
+    With `config`, a period longer than `api.max_report_period` is refused, and without
+    `since` the default period is shortened to that limit. Raises InvalidInput naming
+    `since` or `until` (with the prefix) when one is not a time, the period is empty or too
+    long."""
     out = []
     for name, value in (("since", since or default_since), ("until", until or "now")):
         try:
             out.append(parse_when(value, now=now))
         except ValueError as e:
             raise InvalidInput(f"{field_prefix}{name}", str(e)) from None
+    if config is not None and not since:
+        out[0] = max(out[0], out[1] - config.api.max_report_period)
     if not out[1] > out[0]:
         raise InvalidInput(f"{field_prefix}until", "must be after since (the period is empty)")
+    if config is not None:
+        check_period(config, out[0], out[1], f"{field_prefix}since")
     return out[0], out[1]
 
 
@@ -222,28 +248,39 @@ def _epoch(t: float | datetime) -> float:
     return t.timestamp() if isinstance(t, datetime) else float(t)
 
 
-def report_key(config: Config | None, *, create: bool = True) -> ReportKey:
-    """The server's report signing key (see reports.signing). Raises ReportKeyError."""
-    return load_key(config.ledger if config else None, create=create)
+def report_key(config: Config | None, *, create: bool = True) -> SigningKey:
+    """The deployment's report signing key (see reports.keys). Raises ReportKeyError."""
+    return load_signing_key(config.ledger if config else None, create=create)
+
+
+def _usable_key(config: Config | None) -> SigningKey:
+    try:
+        return report_key(config, create=config is not None)
+    except ReportKeyError as e:
+        raise Unavailable(f"the report signing key is not usable: {e} (the operator must fix it)") from None
+
+
+def report_public_key(config: Config | None) -> dict[str, str]:
+    """{"algorithm": "ed25519", "key_id", "public_key_pem"}: what verifies this deployment's
+    reports (the private key stays on the server). Raises Unavailable like build_report
+    (without a config: no key file is created)."""
+    key = _usable_key(config)
+    return dict(algorithm="ed25519", key_id=key.id, public_key_pem=key.public.pem())
 
 
 def build_report(config: Config, ledger: Ledger, *, mirror: str | None = None, group: str | None = None,
                  since: float | datetime, until: float | datetime, fmt: str, now: float | None = None,
-                 key: ReportKey | None = None) -> bytes:
+                 key: SigningKey | None = None) -> bytes:
     """The signed compliance report of one mirror or group over [since, until) as file
-    bytes in `fmt` (json, csv or pdf). Raises ReportError (bad format, period, or both or
-    neither of mirror/group), NotFoundError (unknown mirror or group), Unavailable (no
-    report key can be read or created). Read-only on the ledger; may create the key file."""
+    bytes in `fmt` (json, csv or pdf). Raises ReportError (bad format, period -- empty or
+    longer than `api.max_report_period` --, or both or neither of mirror/group),
+    NotFoundError (unknown mirror or group), Unavailable (no report signing key can be read
+    or created). Read-only on the ledger; may create the key file (SQLite ledger only)."""
     if fmt not in FORMATS:
         raise ReportError(f"unknown report format {fmt!r} (use json, csv or pdf)")
+    check_period(config, _epoch(since), _epoch(until))
     data = report_data(config, ledger, mirror=mirror, group=group, since=since, until=until, now=now)
-    if key is None:
-        try:
-            key = report_key(config)
-        except ReportKeyError as e:
-            raise Unavailable(f"reports cannot be signed: the server's report key is not usable ({e}); "
-                              "the operator must fix it") from None
-    return render_signed(data, fmt, key)
+    return render_signed(data, fmt, key or _usable_key(config))
 
 
 def report_data(config: Config, ledger: Ledger, *, mirror: str | None = None, group: str | None = None,
@@ -263,7 +300,7 @@ def report_file(config: Config, ledger: Ledger, *, mirror: str | None, group: st
     if not mirror and not group:
         raise InvalidInput("query.mirror", "name a mirror (or a group with `group`)")
     now = time.time() if now is None else now
-    t0, t1 = parse_period(since, until, default_since="24h", now=now)
+    t0, t1 = parse_period(since, until, default_since="24h", now=now, config=config)
     blob = build_report(config, ledger, mirror=mirror, group=group, since=t0, until=t1, fmt=fmt, now=now)
     return blob, report_filename(mirror or group, t0, t1, fmt), REPORT_MEDIA_TYPES[fmt]
 
@@ -277,12 +314,25 @@ def report_filename(scope: str, since: float, until: float, fmt: str) -> str:
     return f"rpo-report-{safe}-{stamp(since)}-{stamp(until)}.{fmt}"
 
 
-def verify_report(data: bytes, config: Config | None = None, *, key: ReportKey | None = None) -> tuple[bool, str]:
-    """(valid, one-line reason) for a signed report file of any format, checked with the
-    server's key (never created here). Never raises for bad input."""
-    try:
-        key = key or report_key(config, create=False)
-    except ReportKeyError as e:
-        return False, str(e)
-    v = verify_signed(data, key)
+def verify_report(data: bytes, config: Config | None = None, *, public_keys: list[PublicKey] | None = None,
+                  key: SigningKey | None = None) -> tuple[bool, str]:
+    """(valid, one-line reason) for a signed report file of any format. A v2 (Ed25519) report
+    is checked with `public_keys` when given (nothing private needed), else with the public
+    half of `key` or of the deployment's signing key (never created here). An old v1 (HMAC)
+    report is checked with the old HMAC key (env or file, reports.keys), and the reason says
+    it is HMAC. Never raises for bad input."""
+    ledger_url = config.ledger if config else None
+    if public_keys is None:
+        try:
+            public_keys = [(key or report_key(config, create=False)).public]
+        except ReportKeyError as e:
+            no_key = str(e)
+            public_keys = []
+        else:
+            no_key = None
+    else:
+        no_key = None
+    v = verify_signed(data, Keys.of(public_keys, lambda: load_hmac_key(ledger_url)))
+    if not v.ok and v.version == 2 and no_key and v.reason.startswith("signed by key"):
+        return False, f"{no_key} (or give the public key: --public-key PEM)"
     return v.ok, v.reason

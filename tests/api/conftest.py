@@ -80,11 +80,15 @@ async def running_api(config: Config, ledger: Ledger):
 
 @pytest.fixture(autouse=True)
 def _report_key(tmp_path, monkeypatch):
-    """Reports are signed with a key file of the test's own, never one in ~/.config."""
-    from cloudmirror.reports.signing import KEY_ENV, KEY_FILE_ENV
+    """Reports are signed with a key file of the test's own, never one in ~/.config (made here:
+    with a PostgreSQL ledger a missing signing key is not created on first use)."""
+    from cloudmirror.reports.keys import HMAC_KEY_ENV, HMAC_KEY_FILE_ENV, KEY_ENV, KEY_FILE_ENV, generate_key_file
 
-    monkeypatch.delenv(KEY_ENV, raising=False)
-    monkeypatch.setenv(KEY_FILE_ENV, str(tmp_path / "report.key"))
+    for var in (KEY_ENV, HMAC_KEY_ENV):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv(KEY_FILE_ENV, str(tmp_path / "report-signing.pem"))
+    monkeypatch.setenv(HMAC_KEY_FILE_ENV, str(tmp_path / "report-hmac.key"))
+    generate_key_file(tmp_path / "report-signing.pem")
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from pypdf import PdfReader
 import cloudmirror.services.runtime as service_module
 from cloudmirror.config import validate_config
 from cloudmirror.location import parse_location
+from cloudmirror.reports.keys import KEY_ENV, KEY_FILE_ENV, generate_key_file
 from cloudmirror.reports.render import read_csv_sections
-from cloudmirror.reports.signing import KEY_ENV, KEY_FILE_ENV
 from cloudmirror.services.rpo import build_report, rpo_live, verify_report
 from cloudmirror.stores import open_store
 from cloudmirror.stores.base import PutOptions, RetryableError
@@ -64,7 +64,8 @@ class UnreachableStore(MemoryStore):
 @pytest.fixture
 def env(ledger_url, tmp_path, monkeypatch):
     monkeypatch.delenv(KEY_ENV, raising=False)
-    monkeypatch.setenv(KEY_FILE_ENV, str(tmp_path / "report.key"))
+    monkeypatch.setenv(KEY_FILE_ENV, str(tmp_path / "report-signing.pem"))
+    public = generate_key_file(tmp_path / "report-signing.pem").public
     src, dst = f"memory://rpo-src-{uuid.uuid4().hex[:8]}", f"memory://rpo-dst-{uuid.uuid4().hex[:8]}"
     flaky = UnreachableStore(parse_location(dst))
     monkeypatch.setattr(service_module, "open_store",
@@ -72,11 +73,11 @@ def env(ledger_url, tmp_path, monkeypatch):
     cfg = validate_config({"ledger": ledger_url, "mirrors": [
         {"name": "m", "source": src, "targets": [dst], "events": [{"poll": 0.1}], "rpo_objective": OBJECTIVE_S}],
         "workers": {**FAST_WORKERS, "max_attempts": 100}})
-    return cfg, open_store(parse_location(src)), flaky, dst
+    return cfg, open_store(parse_location(src)), flaky, dst, public
 
 
 async def test_a_target_down_for_n_seconds_is_one_breach_of_about_n_seconds(env, ledger):
-    cfg, source, flaky, dst = env
+    cfg, source, flaky, dst, public = env
     async with running(cfg, intake=True, workers=True):
         await source.put("before", b"written before the outage", PutOptions())
         await eventually(lambda: ledger.count(mirror="m", status="completed") == 1, message="the first copy")
@@ -99,8 +100,8 @@ async def test_a_target_down_for_n_seconds_is_one_breach_of_about_n_seconds(env,
     files = {fmt: build_report(cfg, ledger, mirror="m", since=since, until=until, fmt=fmt)
              for fmt in ("json", "csv", "pdf")}
     for fmt, blob in files.items():
-        ok, reason = verify_report(blob, cfg)
-        assert ok, f"{fmt}: {reason}"
+        ok, reason = verify_report(blob, cfg, public_keys=[public])
+        assert ok and "Ed25519" in reason, f"{fmt}: {reason}"
     data = json.loads(files["json"])["data"]
     [b] = data["breaches"]
     # RPO passes the objective (0.5 s) after the first write of the outage and falls back when

@@ -19,11 +19,12 @@ from cloudmirror.config import validate_config
 from cloudmirror.errors import NotFoundError
 from cloudmirror.reports import ReportError, ReportKeyError
 from cloudmirror.reports.data import iso
+from cloudmirror.reports.keys import HMAC_KEY_ENV, HMAC_KEY_FILE_ENV, KEY_ENV, KEY_FILE_ENV, generate_key_file
+from cloudmirror.reports.keys import load_signing_key as load_key
 from cloudmirror.reports.pdf import SUMMARY_LABELS
 from cloudmirror.reports.pdf import text as pdf_cell
 from cloudmirror.reports.render import cell as csv_cell
 from cloudmirror.reports.render import data_digest, flatten, read_csv_sections
-from cloudmirror.reports.signing import KEY_ENV, KEY_FILE_ENV, ReportKey, _key_id, load_key
 from cloudmirror.services.rpo import build_report, report_data, verify_report
 from tests.unit.test_rpo import T0, A, B, Writer, outage_workload
 
@@ -32,10 +33,13 @@ FORMATS = ("json", "csv", "pdf")
 
 @pytest.fixture
 def key(tmp_path, monkeypatch):
-    """Every test signs with a key file of its own; nothing is written to ~/.config."""
-    monkeypatch.delenv(KEY_ENV, raising=False)
-    monkeypatch.setenv(KEY_FILE_ENV, str(tmp_path / "report.key"))
-    return load_key()
+    """Every test signs with a key file of its own (no old HMAC key); nothing is written to
+    ~/.config."""
+    for var in (KEY_ENV, HMAC_KEY_ENV):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv(KEY_FILE_ENV, str(tmp_path / "report-signing.pem"))
+    monkeypatch.setenv(HMAC_KEY_FILE_ENV, str(tmp_path / "absent-hmac.key"))
+    return generate_key_file(tmp_path / "report-signing.pem")
 
 
 @pytest.fixture
@@ -227,28 +231,36 @@ def flips(blob: bytes, fmt: str) -> list[int]:
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_signature_verifies_and_any_changed_byte_fails(cfg, outage, key, fmt):
+def test_signature_verifies_with_the_public_key_alone_and_any_changed_byte_fails(cfg, outage, key, fmt, monkeypatch):
     blob = report(cfg, outage, fmt)
-    ok, reason = verify_report(blob, cfg)
+    monkeypatch.setenv(KEY_FILE_ENV, "/nonexistent/no-private-key-here.pem")  # the auditor has the public key only
+    public = [key.public]
+    ok, reason = verify_report(blob, cfg, public_keys=public)
     assert ok, reason
-    assert reason.startswith(f"valid {fmt} report signed by key {key.id}")
+    assert reason.startswith(f"valid {fmt} report, Ed25519 signature by key {key.id}")
     for at in flips(blob, fmt):
         bad = bytearray(blob)
         bad[at] ^= 0x01
-        ok, reason = verify_report(bytes(bad), cfg)
+        ok, reason = verify_report(bytes(bad), cfg, public_keys=public)
         assert not ok, f"byte {at} of {len(blob)} changed and the {fmt} report still verified"
         assert "\n" not in reason and reason
-    assert verify_report(blob[:-1], cfg)[0] is False  # truncated
-    assert verify_report(blob + b"\n", cfg)[0] is False  # extended
+    assert verify_report(blob[:-1], cfg, public_keys=public)[0] is False  # truncated
+    assert verify_report(blob + b"\n", cfg, public_keys=public)[0] is False  # extended
 
 
-def test_a_report_signed_by_another_key_is_refused(cfg, outage, key):
-    other = ReportKey(b"someone else's secret", _key_id(b"someone else's secret"), "test")
+def test_a_report_signed_by_another_key_is_refused(cfg, outage, key, tmp_path):
+    other = generate_key_file(tmp_path / "other.pem")
     for fmt in FORMATS:
         blob = build_report(cfg, outage, mirror="m", since=T0, until=T0 + 120, fmt=fmt, key=other)
-        ok, reason = verify_report(blob, cfg)
-        assert not ok and f"signed by key {other.id}, not by this server's key {key.id}" in reason
-        assert verify_report(blob, cfg, key=other)[0]
+        for public in (None, [key.public]):  # the deployment's key, or its public key alone
+            ok, reason = verify_report(blob, cfg, public_keys=public)
+            assert not ok and reason == f"signed by key {other.id}, not by the given public key ({key.id})"
+        assert verify_report(blob, cfg, public_keys=[other.public])[0]
+        assert verify_report(blob, cfg, public_keys=[key.public, other.public])[0]  # a keyring of old and new
+        # a signature copied from another report, with this key's id put in: still refused
+        mine = build_report(cfg, outage, mirror="m", since=T0, until=T0 + 120, fmt=fmt)
+        forged = blob.replace(other.id.encode(), key.id.encode())
+        assert forged != blob and forged != mine and not verify_report(forged, cfg)[0]
 
 
 def test_json_reports_must_stay_in_their_signed_form(cfg, outage, key):
@@ -267,21 +279,33 @@ def test_key_file_is_created_next_to_a_sqlite_ledger_once_and_private(tmp_path, 
     monkeypatch.delenv(KEY_ENV, raising=False)
     monkeypatch.delenv(KEY_FILE_ENV, raising=False)
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    with pytest.raises(ReportKeyError, match="no report key"):
+    with pytest.raises(ReportKeyError, match="no report signing key"):
         load_key(url, create=False)
     k = load_key(url)
-    path = tmp_path / "cloudmirror-report.key"
+    path = tmp_path / "cloudmirror-report-signing.pem"
     assert k.source == str(path) and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
     assert load_key(url).id == k.id == load_key(url, create=False).id
-    monkeypatch.setenv(KEY_ENV, "from-the-environment")
-    assert load_key(url).id == _key_id(b"from-the-environment") != k.id
+    other = generate_key_file(tmp_path / "other.pem")
+    monkeypatch.setenv(KEY_ENV, (tmp_path / "other.pem").read_text().replace("\n", "\\n"))  # one-line env form
+    assert load_key(url).id == other.id != k.id
 
 
-def test_verifying_never_creates_a_key(cfg, tmp_path, monkeypatch):
+def test_no_key_is_created_for_a_postgresql_ledger(tmp_path, monkeypatch):
+    """Workers on several hosts must share one key: none makes its own."""
     monkeypatch.delenv(KEY_ENV, raising=False)
-    monkeypatch.setenv(KEY_FILE_ENV, str(tmp_path / "absent.key"))
-    ok, reason = verify_report(b"{}", cfg)
-    assert not ok and "no report key" in reason and not (tmp_path / "absent.key").exists()
+    monkeypatch.setenv(KEY_FILE_ENV, str(tmp_path / "k.pem"))
+    with pytest.raises(ReportKeyError, match="keygen -o .*only with a SQLite ledger"):
+        load_key("postgresql+psycopg://u:p@db/cm")
+    assert not (tmp_path / "k.pem").exists()
+
+
+def test_verifying_never_creates_a_key(cfg, outage, key, tmp_path, monkeypatch):
+    blob = report(cfg, outage, "csv")
+    monkeypatch.setenv(KEY_FILE_ENV, str(tmp_path / "absent.pem"))
+    ok, reason = verify_report(blob, cfg)
+    assert not ok and "no report signing key" in reason and "--public-key" in reason
+    assert not (tmp_path / "absent.pem").exists()
 
 
 # ------------------------------------------------------------------ command line
@@ -303,20 +327,28 @@ def cli(tmp_path, cfg, key):
     return lambda *args: runner.invoke(app, [*args, "-c", str(path)])
 
 
-def test_cli_writes_each_format_and_verifies_it(cli, outage, tmp_path, key):
+def test_cli_writes_each_format_and_verifies_it(cli, outage, tmp_path, key, monkeypatch):
     since, until = iso(T0), iso(T0 + 120)
+    pem = tmp_path / "public.pem"
+    assert cli("report", "public-key", "-o", str(pem)).exit_code == 0
+    files = {}
     for fmt in FORMATS:
-        out = tmp_path / f"r.{fmt}"
+        out = files[fmt] = tmp_path / f"r.{fmt}"
         res = cli("report", "m", "--since", since, "--until", until, "-o", str(out))
         assert res.exit_code == 0, res.output
         assert out.read_bytes()[:5] == {"json": b"{\n  \"", "csv": b"[repo", "pdf": b"%PDF-"}[fmt]
-        res = cli("report", "verify", str(out))
-        assert res.exit_code == 0 and res.output.startswith(f"valid {fmt} report"), res.output
+        res = cli("report", "verify", str(out))  # with the deployment's key
+        assert res.exit_code == 0 and res.output.startswith(f"valid {fmt} report, Ed25519"), res.output
+    monkeypatch.setenv(KEY_FILE_ENV, str(tmp_path / "gone.pem"))  # the auditor's machine: no private key
+    for fmt, out in files.items():
+        res = cli("report", "verify", str(out), "--public-key", str(pem))
+        assert res.exit_code == 0 and res.output.startswith(f"valid {fmt} report, Ed25519"), res.output
         bad = bytearray(out.read_bytes())
         bad[len(bad) // 3] ^= 0x20
         out.write_bytes(bytes(bad))
-        res = cli("report", "verify", str(out))
+        res = cli("report", "verify", str(out), "--public-key", str(pem))
         assert res.exit_code == 1 and res.output.startswith("error: invalid: ") and res.output.count("\n") == 1
+    assert not (tmp_path / "gone.pem").exists()
 
 
 def test_cli_group_reports_and_bad_input(cli, outage, tmp_path):
