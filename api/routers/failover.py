@@ -50,6 +50,9 @@ class FailbackRequest(BaseModel):
     policy: Literal["newest_wins", "primary_wins", "keep_both"] = Field(
         "newest_wins", description="How a key written on both sides since the failover is settled.")
     timeout_s: float = Field(600.0, ge=0, le=MAX_S, description="How long the two locations may take to converge.")
+    force: bool = Field(False, description="Make the deletes even when a location would lose more objects than the "
+                                           "mirror's max_deletes (without it such a failback stops before deleting, "
+                                           "409 naming how many and which; nothing switched).")
 
 
 class DrillRequest(BaseModel):
@@ -143,14 +146,15 @@ async def fail_over(ctx: Ctx, who: Operator, name: MirrorName, body: FailoverReq
              summary="Bring a failed-over mirror back to its source (operator)",
              description="Compares the current primary with the old one, settles keys written on both sides by "
                          "`policy`, restores the old primary's unreplicated writes, copies the new primary's "
-                         "writes back, then switches back. 409 when the mirror is not failed over or the locations "
-                         "did not converge within `timeout_s` (nothing switched).")
+                         "writes back, then switches back. 409 when the mirror is not failed over, the locations "
+                         "did not converge within `timeout_s`, or (without `force`) a location would lose more "
+                         "objects than the mirror's max_deletes (nothing switched).")
 async def fail_back(ctx: Ctx, who: Operator, name: MirrorName, request: Request,
                     body: FailbackRequest | None = None) -> dict:
     body = body or FailbackRequest()
     rec = await failover.failback(ctx.jobs.service, name, policy=body.policy, timeout_s=body.timeout_s,
-                                  requested_by=who.name)
-    note(request, f"failback #{rec['id']} ({body.policy}): {failover.summary(rec)}")
+                                  requested_by=who.name, force=body.force)
+    note(request, f"failback #{rec['id']} ({body.policy}{', force' if body.force else ''}): {failover.summary(rec)}")
     return {"failover": rec}
 
 

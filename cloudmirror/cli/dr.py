@@ -2,7 +2,7 @@
 cloudmirror.dr.drills (the same functions the REST API calls).
 
     cloudmirror failover MIRROR --to TARGET [--force] [--drain-timeout 5m] [--fence] [--poll 60s]
-    cloudmirror failback MIRROR [--policy newest_wins|primary_wins|keep_both] [--timeout 10m]
+    cloudmirror failback MIRROR [--policy newest_wins|primary_wins|keep_both] [--timeout 10m] [--force]
     cloudmirror drill MIRROR [--sample 20]
 
 Wired into the main app with `register(app)`. Bad input exits 2 with a one-line reason; a
@@ -126,15 +126,20 @@ def failback_cmd(mirror: Annotated[str, typer.Argument(help="The failed-over mir
                      "is settled.")] = "newest_wins",
                  timeout: Annotated[str, typer.Option(
                      "--timeout", help="How long the two locations may take to converge.")] = "10m",
+                 force: Annotated[bool, typer.Option(
+                     "--force", help="Make the deletes even when a location would lose more objects than the "
+                     "mirror's max_deletes.")] = False,
                  as_json: JsonOpt = False, config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """Reconcile the current primary with the old one (conflicts settled by --policy, the old
-    primary's unreplicated writes restored), then switch back to the mirror's source."""
+    primary's unreplicated writes restored), then switch back to the mirror's source. A
+    location that would lose more objects than the mirror's max_deletes stops it before any
+    delete (exit 1, with the count and a sample); --force makes them."""
     from cloudmirror.dr import failover
 
     cfg = _config(config)
     seconds = _seconds("--timeout", timeout)
     rec = _run(cfg, lambda svc: failover.failback(svc, mirror, policy=policy, timeout_s=seconds,
-                                                 requested_by="cli"))
+                                                 requested_by="cli", force=force))
     lines = [f"failback #{rec['id']}: {mirror} writes to {rec['to_location']} again",
              failover.summary(rec)]
     if rec["conflicts"]:

@@ -32,6 +32,18 @@ Copies go straight through the stores (copy_object: guarded by the etag seen, ve
 marked as replicas); every round compares again until nothing differs. The other targets
 followed P during the failover; what the failback restores from O (and the kept conflict
 versions) is copied to them as well.
+
+Deletes cannot wipe data. A *replica* in the table above means one this mirror wrote: its
+replica marker names the mirror, or the ledger recorded a completed copy of the key to that
+location with the object's etag or version id (another mirror's replica counts as an
+original here, and is left in place where a replica would be deleted, unless the mirror
+says `deletes: replicate_all`). Besides those, the failback deletes on O only what
+applications deleted on P since the failover (recorded in the ledger) when O's object is
+the version from before the switch, and the losing side of a conflict. And it never deletes
+more than the mirror's `max_deletes` on a location (a count, or a percent of the objects the
+comparison listed there in scope) unless forced: a round that would is refused before it
+changes anything (ConflictError naming the count and a sample of the keys, also kept in the
+record's detail as `deletes_refused`; nothing is switched).
 """  # noqa: E501 - a markdown table row cannot be wrapped
 
 from __future__ import annotations
@@ -46,7 +58,7 @@ from cloudmirror.config import Mirror, Target
 from cloudmirror.errors import ConflictError
 from cloudmirror.ledger.failovers import Failovers, SwitchRefused
 from cloudmirror.replication.reconcile import merge
-from cloudmirror.replication.transfer import Endpoint, copy_object
+from cloudmirror.replication.transfer import Endpoint, copy_object, written_by
 from cloudmirror.stores.base import (
     REPLICA_MARKER,
     SOURCE_VERSION_KEY,
@@ -91,7 +103,9 @@ class Plan:
     del_new: list[ObjectMeta] = field(default_factory=list)
     keep: list[tuple[str, ObjectMeta]] = field(default_factory=list)  # (conflict key, O's version) to write on P
     conflicts: list[dict] = field(default_factory=list)
-    kept_deletes: int = 0  # deletes not replicated (deletes: ignore)
+    kept_deletes: int = 0  # deletes not made (deletes: ignore, or an object this mirror did not write)
+    listed_old: int = 0  # objects in scope on O, then on P (the base of a max_deletes percent)
+    listed_new: int = 0
 
     @property
     def empty(self) -> bool:
@@ -100,7 +114,7 @@ class Plan:
 
 class Failback:
     def __init__(self, service, m: Mirror, active: str, record: dict, switch: dict | None, policy: str,
-                 timeout_s: float):
+                 timeout_s: float, force: bool = False):
         self.service = service
         self.m = m
         self.new, self.old = active, m.source
@@ -116,6 +130,9 @@ class Failback:
         self.stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         self.others = [t for t in m.targets if t.url != self.new]
         self.counts = dict(conflicts=0, restored=0, copied=0, deleted=0)
+        self.force = force
+        self.deleted = {"old": 0, "new": 0}  # per location, for max_deletes
+        self.limits: dict[str, int] | None = None  # from the first comparison, before any delete
         self._sem = asyncio.Semaphore(CONCURRENCY)
 
     async def run(self) -> dict:
@@ -133,6 +150,7 @@ class Failback:
                 raise ConflictError(f"failback #{self.record['id']}: {self.old} and {self.new} still differ after "
                                     f"{rounds} round(s) ({len(plan.to_old) + len(plan.to_new)} copies left); are "
                                     "applications still writing to both? Nothing was switched")
+            await self._check_deletes(plan, rounds)
             await self.apply(plan)
             rounds += 1
             await asyncio.to_thread(self.store.beat, self.record["id"], {"rounds": rounds, **self.counts})
@@ -146,6 +164,28 @@ class Failback:
         return await asyncio.to_thread(self.store.finish, self.record["id"], "completed", **self.counts,
                                        detail={"rounds": rounds, "conflict_suffix": f".conflict-{self.stamp}",
                                                "unfenced": unfenced})
+
+    async def _check_deletes(self, plan: Plan, rounds: int) -> None:
+        """Refuse a round that would take a location past max_deletes (unless forced), before
+        it changes anything. Raises ConflictError with the count and a sample of the keys."""
+        if self.limits is None:
+            self.limits = {"old": self.m.delete_limit(plan.listed_old), "new": self.m.delete_limit(plan.listed_new)}
+        if self.force:
+            return
+        for side, where, dels, listed in (("old", self.old, plan.del_old, plan.listed_old),
+                                          ("new", self.new, plan.del_new, plan.listed_new)):
+            total = self.deleted[side] + len(dels)
+            if total <= self.limits[side]:
+                continue
+            sample = sorted(o.key for o in dels)[:20]
+            refused = dict(location=where, deletes=total, limit=self.limits[side], listed=listed, sample=sample)
+            await asyncio.to_thread(self.store.beat, self.record["id"],
+                                    {"rounds": rounds, **self.counts, "deletes_refused": refused})
+            raise ConflictError(
+                f"failback #{self.record['id']} stopped before deleting: it would delete {total} object(s) on "
+                f"{where}, more than max_deletes allows ({self.limits[side]} of {listed} listed); e.g. "
+                f"{', '.join(sample[:5])}. Nothing was switched; run it again with --force (API: \"force\": true) "
+                "to delete them")
 
     async def unfence_old(self) -> bool:
         """Remove a fence from the old primary (a no-op without one; idempotent). Returns
@@ -186,11 +226,22 @@ class Failback:
         meta.key = key
         return meta
 
+    async def _ours(self, url: str, meta: ObjectMeta) -> bool:
+        """Did this mirror write `meta` (an object at location `url`)? Its marker, else the
+        ledger's record of a completed copy with its etag or version id. `deletes:
+        replicate_all` counts any cloudmirror replica as its own."""
+        if written_by(meta, self.m.name) or (self.m.deletes == "replicate_all" and meta.is_replica):
+            return True
+        written = await asyncio.to_thread(self.service.ledger.written, self.m.name, url, [meta.key])
+        return written_by(meta, self.m.name, written.get(meta.key, set()))
+
     async def compare(self, at_risk: dict[str, str], deleted: dict[str, float], *, after_switch: bool = False) -> Plan:
         plan = Plan()
         async for key, p, o in merge(self._listing(self.P), self._listing(self.O)):
             if not self.m.filter.matches(key):
                 continue
+            plan.listed_new += p is not None
+            plan.listed_old += o is not None
             if p is not None and o is not None and p.size == o.size and p.md5 and p.md5 == o.md5:
                 continue
             p, o = await asyncio.gather(self._head(self.P, key), self._head(self.O, key))
@@ -201,10 +252,10 @@ class Failback:
                 if p is not None and not p.is_replica and (o is None or o.is_replica):
                     plan.to_old.append(key)
                 continue
-            self._classify(plan, key, p, o, at_risk, deleted)
+            await self._classify(plan, key, p, o, at_risk, deleted)
         return plan
 
-    def _classify(self, plan: Plan, key: str, p: ObjectMeta | None, o: ObjectMeta | None,
+    async def _classify(self, plan: Plan, key: str, p: ObjectMeta | None, o: ObjectMeta | None,
                   at_risk: dict[str, str], deleted: dict[str, float]) -> None:
         if p is not None and o is not None:
             if p.is_replica and not o.is_replica:
@@ -215,19 +266,23 @@ class Failback:
                 plan.to_old.append(key)
         elif p is not None:  # only on P
             if p.is_replica and at_risk.get(key) == "delete":
-                plan.del_new.append(p)
+                if await self._ours(self.new, p):
+                    plan.del_new.append(p)
+                else:
+                    plan.kept_deletes += 1
             else:
                 plan.to_old.append(key)
         elif o is not None:  # only on O
+            replicates = self.m.deletes != "ignore"
             if key in deleted:
                 if not o.is_replica and (_ts(o) > self.switched_at or key in at_risk):
                     self._conflict(plan, key, None, deleted[key], o)
-                elif self.m.deletes == "replicate":
+                elif replicates:
                     plan.del_old.append(o)
                 else:
                     plan.kept_deletes += 1
             elif o.is_replica:
-                if self.m.deletes == "replicate":
+                if replicates and await self._ours(self.old, o):
                     plan.del_old.append(o)
                 else:
                     plan.kept_deletes += 1
@@ -296,16 +351,18 @@ class Failback:
         if now is not None and now.etag == o.etag:
             await self.O.store.delete(self.O.location.full_key(o.key))
             self.counts["deleted"] += 1
+            self.deleted["old"] += 1
 
     async def _delete_new(self, p: ObjectMeta) -> None:
         now = await self._head(self.P, p.key)
         if now is not None and now.is_replica and now.etag == p.etag:
             await self.P.store.delete(self.P.location.full_key(p.key))
             self.counts["deleted"] += 1
-            for t in self.others:  # their copies too (replicas only)
+            self.deleted["new"] += 1
+            for t in self.others:  # their copies too (this mirror's replicas only)
                 ep = self.service.endpoint(t.url)
                 there = await self._head(ep, p.key)
-                if there is not None and there.is_replica:
+                if there is not None and await self._ours(t.url, there):
                     await ep.store.delete(ep.location.full_key(p.key))
 
     async def _keep_both(self, item: tuple[str, ObjectMeta]) -> None:

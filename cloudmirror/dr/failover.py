@@ -240,11 +240,12 @@ async def failover(service, name: str, *, to: str, mode: str = "planned", drain_
 
 
 async def failback(service, name: str, *, policy: str = "newest_wins", timeout_s: float = 600.0,
-                   requested_by: str = "cli") -> dict:
+                   requested_by: str = "cli", force: bool = False) -> dict:
     """Bring the mirror back to its source (see the module doc and cloudmirror.dr.failback).
     Returns the record. Raises NotFoundError, InvalidInput (bad policy or timeout),
-    ConflictError (not failed over, another failover running, or the locations did not
-    converge within `timeout_s`: then nothing was switched, and the record says failed)."""
+    ConflictError (not failed over, another failover running, the locations did not
+    converge within `timeout_s`, or -- unless `force` -- a location would lose more objects
+    than the mirror's max_deletes: then nothing was switched, and the record says failed)."""
     if policy not in POLICIES:
         raise InvalidInput("policy", f"must be one of {', '.join(POLICIES)}, not {policy!r}")
     timeout_s = _timeout("timeout_s", timeout_s)
@@ -256,7 +257,7 @@ async def failback(service, name: str, *, policy: str = "newest_wins", timeout_s
     fb = await _begin(service, mirror=name, kind="failback", from_location=row.active, to_location=m.source,
                       requested_by=requested_by, policy=policy, of_failover=switch["id"] if switch else None)
     try:
-        return await Failback(service, m, row.active, fb, switch, policy, timeout_s).run()
+        return await Failback(service, m, row.active, fb, switch, policy, timeout_s, force=force).run()
     except BaseException as e:
         current = await asyncio.shield(asyncio.to_thread(store.get, fb["id"]))
         if current and current["status"] == "running":

@@ -204,7 +204,15 @@ async def test_failback_settles_conflicts_restores_and_switches_back(sqlite_url,
         await store(p).delete("gone-on-new.txt")
         await eventually(lambda: r.ledger.replications_for("m", "gone-on-new.txt")[-1]["op"] == "delete")
 
-        fb = await failover.failback(r.service, "m", policy=policy, requested_by="test")
+        # P's delete reaches O: 1 delete on a location of 3 objects is above max_deletes (10 %)
+        with pytest.raises(ConflictError, match=r"would delete 1 object\(s\) on memory://old-.*gone-on-new\.txt"):
+            await failover.failback(r.service, "m", policy=policy, requested_by="test")
+        refused = failover.list_failovers(r.ledger, kind="failback").items[0]
+        assert refused["status"] == "failed" and refused["detail"]["deletes_refused"]["sample"] == ["gone-on-new.txt"]
+        assert mirrors.get_mirror(r.ledger, "m")["active"] == p  # nothing switched, nothing deleted
+        assert await read(old, "gone-on-new.txt") == b"replicated, then deleted on the new primary"
+
+        fb = await failover.failback(r.service, "m", policy=policy, requested_by="test", force=True)
 
         assert fb["status"] == "completed" and fb["kind"] == "failback" and fb["policy"] == policy
         assert fb["of_failover"] == fo["id"] and fb["conflicts"] == 1
@@ -248,6 +256,20 @@ async def test_newest_wins_keeps_a_later_write_on_the_old_primary(sqlite_url):
         assert c["resolution"] == "old_primary" and c["source_time"] > c["other_time"]
         assert await read(p, "k.txt") == b"old primary later (ignoring the fence)"
         assert await read(old, "k.txt") == b"old primary later (ignoring the fence)"
+
+
+async def test_failback_leaves_a_replica_another_mirror_wrote(sqlite_url):
+    cfg = make_config(sqlite_url, targets=1, max_deletes=100)
+    m = cfg.mirror("m")
+    old, p = m.source, m.targets[0].url
+    async with service(cfg) as r:
+        # the old primary holds a replica another mirror wrote (never copied to P: a replica)
+        await store(old).put("theirs.txt", b"x", PutOptions(metadata={"cloudmirror-replica": "other-mirror"}))
+        await failover.failover(r.service, "m", to=p, mode="planned", drain_timeout_s=10, events=POLL)
+        await eventually(lambda: r.service.config.mirror("m").source == p)
+        fb = await failover.failback(r.service, "m")
+        assert fb["status"] == "completed" and fb["deleted"] == 0
+        assert await read(old, "theirs.txt") == b"x"
 
 
 def test_conflict_key_keeps_the_extension():
