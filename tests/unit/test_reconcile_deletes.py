@@ -138,3 +138,36 @@ async def test_a_source_delete_event_never_removes_an_object_cloudmirror_did_not
         assert await body(dst, "copied") is None
         assert skipped_details(r.ledger, "pre-existing") == [
             "the target object was not written by cloudmirror; left in place"]
+
+
+async def test_cli_reconcile_refuses_above_max_deletes_and_deletes_with_force(sqlite_url, tmp_path):
+    import asyncio
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from cloudmirror.cli import app
+    from cloudmirror.ledger.repo import Ledger
+
+    cfg = make_config(sqlite_url, deletes="replicate_all")
+    dst = cfg.mirror("m").targets[0].url
+    for i in range(5):
+        await store(dst).put(f"extra/{i}", b"x")
+    path = tmp_path / "cloudmirror.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+
+    def run(*args: str):
+        return CliRunner().invoke(app, ["reconcile", "m", "--json", "-c", str(path), *args])
+
+    got = await asyncio.to_thread(run)
+    assert got.exit_code == 1 and "deletes refused on 1 target(s)" in got.output, got.output
+    [row] = json.loads(got.stdout[:got.stdout.rindex("]") + 1])
+    assert (row["deletes"], row["delete_limit"], row["deletes_refused"]) == (5, 0, True)
+    got = await asyncio.to_thread(run, "--force")
+    assert got.exit_code == 0, got.output
+    ledger = Ledger(sqlite_url)
+    try:
+        assert ledger.backlog() == 5  # the deletes, pending for the workers
+    finally:
+        ledger.close()
