@@ -6,6 +6,7 @@ offending field (e.g. ``mirrors[0].targets[1]: unknown scheme 'ftp'``).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -190,11 +191,12 @@ class Mirror(_Strict):
 
     def delete_limit(self, target_objects: int) -> int:
         """The most objects one reconcile or failback may delete on a target holding
-        `target_objects` objects without --force."""
+        `target_objects` objects without --force. A percent rounds up (10 % of 3 objects
+        allows 1), so a small target's single delete goes through; 0 % allows none."""
         count, _ = parse_delete_limit(self.max_deletes)
         if isinstance(count, int):
             return count
-        return int(target_objects * count)
+        return math.ceil(target_objects * count - 1e-9)
 
     @field_validator("rpo_objective", mode="before")
     @classmethod

@@ -113,7 +113,7 @@ async def test_a_reconcile_above_max_deletes_fails_deleting_nothing_until_forced
         job = await assert_job_ends(api.viewer, (await _start(api.operator, {"target": target}))["id"], "failed")
         for j in (dry, job):
             [row] = j["result"]
-            assert (row["deletes"], row["delete_limit"], row["deletes_refused"]) == (12, 1, True)
+            assert (row["deletes"], row["delete_limit"], row["deletes_refused"]) == (12, 2, True)
             assert row["delete_sample"] == [f"extra/{i:02}" for i in range(12)] and "--force" in row["refusal"]
         assert dry["error"] is None and job["result"][0]["deletes_enqueued"] == 0
         assert job["error"].startswith("deletes refused (max_deletes) on 1 target(s)") and "extra/00" in job["error"]

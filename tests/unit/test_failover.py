@@ -179,7 +179,7 @@ async def test_bad_requests_are_refused_with_the_field(sqlite_url):
 # ---------------------------------------------------------------- failback
 @pytest.mark.parametrize("policy", ["newest_wins", "primary_wins", "keep_both"])
 async def test_failback_settles_conflicts_restores_and_switches_back(sqlite_url, policy):
-    cfg = make_config(sqlite_url)
+    cfg = make_config(sqlite_url, max_deletes=0)
     m = cfg.mirror("m")
     old, p, t2 = m.source, m.targets[0].url, m.targets[1].url
     async with service(cfg) as r:
@@ -204,7 +204,7 @@ async def test_failback_settles_conflicts_restores_and_switches_back(sqlite_url,
         await store(p).delete("gone-on-new.txt")
         await eventually(lambda: r.ledger.replications_for("m", "gone-on-new.txt")[-1]["op"] == "delete")
 
-        # P's delete reaches O: 1 delete on a location of 3 objects is above max_deletes (10 %)
+        # P's delete reaches O: 1 delete is above max_deletes (0)
         with pytest.raises(ConflictError, match=r"would delete 1 object\(s\) on memory://old-.*gone-on-new\.txt"):
             await failover.failback(r.service, "m", policy=policy, requested_by="test")
         refused = failover.list_failovers(r.ledger, kind="failback").items[0]

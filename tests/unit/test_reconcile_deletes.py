@@ -71,7 +71,7 @@ async def test_replicate_deletes_only_what_the_mirror_wrote(sqlite_url):
         await store(dst).put("new/2", b"source 2")
         [p] = await r.service.reconcile("m")
         assert (p.kind, p.extra, p.foreign, p.deletes, p.deletes_refused) == ("reconcile", 34, 32, 2, False)
-        assert sorted(p.delete_sample) == ["new/0", "new/2"] and p.delete_limit == 3  # 10 % of 37 listed
+        assert sorted(p.delete_sample) == ["new/0", "new/2"] and p.delete_limit == 4  # 10 % of 37 listed, rounded up
         await eventually(lambda: r.ledger.backlog() == 0, message="deletes made")
         assert await names(dst) == before | {"new/1", "new/3", "new/4", "new/5"}
         assert await body(dst, "new/1") == b"someone else's data"
@@ -86,11 +86,11 @@ async def test_replicate_all_above_max_deletes_deletes_nothing_until_forced(sqli
     await store(src).put("new", b"from the source")
     async with running(cfg) as r:
         [dry] = await r.service.reconcile("m", dry_run=True)
-        assert (dry.deletes, dry.delete_limit, dry.deletes_refused) == (25, 2, True)
+        assert (dry.deletes, dry.delete_limit, dry.deletes_refused) == (25, 3, True)
         assert dry.delete_sample == [f"old/{i:02}" for i in range(20)] and "would delete 25" in dry.refusal
 
         [p] = await r.service.reconcile("m")
-        assert (p.deletes, p.delete_limit, p.deletes_refused) == (25, 2, True)
+        assert (p.deletes, p.delete_limit, p.deletes_refused) == (25, 3, True)
         assert p.delete_sample == dry.delete_sample and "nothing deleted" in p.refusal
         await eventually(lambda: r.ledger.backlog() == 0, message="the copy made")
         assert await names(dst) == {f"old/{i:02}" for i in range(25)} | {"new"}  # copied, nothing deleted
@@ -163,7 +163,7 @@ async def test_cli_reconcile_refuses_above_max_deletes_and_deletes_with_force(sq
     got = await asyncio.to_thread(run)
     assert got.exit_code == 1 and "deletes refused on 1 target(s)" in got.output, got.output
     [row] = json.loads(got.stdout[:got.stdout.rindex("]") + 1])
-    assert (row["deletes"], row["delete_limit"], row["deletes_refused"]) == (5, 0, True)
+    assert (row["deletes"], row["delete_limit"], row["deletes_refused"]) == (5, 1, True)
     got = await asyncio.to_thread(run, "--force")
     assert got.exit_code == 0, got.output
     ledger = Ledger(sqlite_url)
