@@ -38,6 +38,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from cloudmirror.redact import register_secret
+
 KEY_ENV = "CLOUDMIRROR_REPORT_SIGNING_KEY"
 KEY_FILE_ENV = "CLOUDMIRROR_REPORT_SIGNING_KEY_FILE"
 HMAC_KEY_ENV = "CLOUDMIRROR_REPORT_KEY"
@@ -243,4 +245,5 @@ def load_hmac_key(ledger_url: str | None = None) -> HmacKey:
                              f"{HMAC_KEY_FILE_ENV} (looked for {path})") from None
     if not secret:
         raise ReportKeyError(f"the old HMAC report key file {path} is empty")
+    register_secret(secret.decode("utf-8", "replace"))  # read from a file: redact() would not know it
     return HmacKey(secret, hmac_key_id(secret), str(path))

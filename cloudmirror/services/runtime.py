@@ -20,7 +20,7 @@ from cloudmirror.ledger.repo import Ledger
 from cloudmirror.ledger.runs import Runs
 from cloudmirror.location import parse_location
 from cloudmirror.policy import PolicyRefused, SecurityPolicy
-from cloudmirror.redact import install_log_redaction
+from cloudmirror.redact import install_log_redaction, register_env_prefix
 from cloudmirror.replication.intake import Intake
 from cloudmirror.replication.planner import Router
 from cloudmirror.replication.poller import PollFeed
@@ -53,6 +53,7 @@ class Service:
 
     def __post_init__(self) -> None:
         install_log_redaction()  # no secret in any log record of this process (idempotent)
+        register_env_prefix(self.policy.env_prefix)  # the variables connection strings may come from
         self.base_config = self.config  # the config file; self.config is what runs now
         if self.ledger is None:
             self.ledger = Ledger(self.config.ledger)
