@@ -22,8 +22,8 @@ LAYERS = [
     ["cloudmirror.local"],
     ["cloudmirror.events"],
     ["cloudmirror.stores"],
-    ["cloudmirror.config", "cloudmirror.location", "cloudmirror.metrics", "cloudmirror.paging",
-     "cloudmirror.errors", "cloudmirror"],
+    ["cloudmirror.config", "cloudmirror.settings", "cloudmirror.policy", "cloudmirror.redact", "cloudmirror.location",
+     "cloudmirror.metrics", "cloudmirror.paging", "cloudmirror.errors", "cloudmirror"],
 ]
 SDKS = ("boto3", "aioboto3", "botocore", "aiobotocore", "google.cloud", "google.api_core", "google.auth",
         "google.oauth2", "google_crc32c", "azure")
