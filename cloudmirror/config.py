@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from cloudmirror.errors import InvalidInput, MirrorNotFound, NotFoundError
 from cloudmirror.location import Location, LocationError, parse_location
 from cloudmirror.policy import PolicyRefused, SecurityPolicy, derived_policy
-from cloudmirror.settings import ApiSettings, WorkerSettings, parse_delete_limit, parse_duration
+from cloudmirror.settings import ApiSettings, WorkerSettings, parse_delete_limit, parse_duration, positive_duration
 from cloudmirror.settings import StrictModel as _Strict
 
 __all__ = ["ApiSettings", "Config", "ConfigError", "EventFeed", "Filter", "Group", "Mirror", "Target",
@@ -95,12 +95,7 @@ class EventFeed(_Strict):
     @field_validator("poll", mode="before")
     @classmethod
     def _poll(cls, v: Any) -> float | None:
-        if v is None:
-            return None
-        seconds = parse_duration(v)
-        if seconds <= 0:
-            raise ValueError("poll must be a positive duration such as 30s or 5m")
-        return seconds
+        return positive_duration(v, "poll", "30s or 5m")
 
     @model_validator(mode="after")
     def _one(self) -> "EventFeed":
@@ -211,12 +206,7 @@ class Mirror(_Strict):
     @field_validator("reconcile_every", mode="before")
     @classmethod
     def _reconcile_every(cls, v: Any) -> float | None:
-        if v is None:
-            return None
-        seconds = parse_duration(v)
-        if seconds <= 0:
-            raise ValueError("reconcile_every must be a positive duration such as 6h")
-        return seconds
+        return positive_duration(v, "reconcile_every", "6h")
 
     @model_validator(mode="after")
     def _distinct(self) -> "Mirror":

@@ -24,6 +24,16 @@ def parse_duration(value: Any) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
+def positive_duration(value: Any, name: str, example: str) -> float | None:
+    """A duration that must be above zero (None stays None). Raises ValueError naming `name`."""
+    if value is None:
+        return None
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"{name} must be a positive duration such as {example}")
+    return seconds
+
+
 def parse_delete_limit(value: Any) -> tuple[int | float, int | str]:
     """max_deletes: 100 -> (100, 100); "10%" -> (0.1, "10%"). Raises ValueError."""
     if isinstance(value, bool):
@@ -54,11 +64,8 @@ class ApiSettings(StrictModel):
 
     @field_validator("max_report_period", mode="before")
     @classmethod
-    def _period(cls, v: Any) -> float:
-        seconds = parse_duration(v)
-        if seconds <= 0:
-            raise ValueError("max_report_period must be a positive duration such as 400d")
-        return seconds
+    def _period(cls, v: Any) -> float | None:
+        return positive_duration(v, "max_report_period", "400d")
 
     @model_validator(mode="after")
     def _tls(self) -> "ApiSettings":
