@@ -142,6 +142,7 @@ class MirrorOut(Out):
                     "azure_queue": None, "poll": None, "max_outstanding": 1000, "region": None, "receivers": 4,
                     "eventbridge_keys": "encoded", "wait_time_s": 10, "visibility_timeout_s": 60}],
         "filter": {"prefix": "", "exclude_prefixes": [], "suffixes": []}, "deletes": "replicate",
-        "max_deletes": "10%", "rpo_objective": 900.0, "paused": False, "backfill": False, "reconcile_every": None, "reconcile_grace": 60.0,
+        "max_deletes": "10%", "rpo_objective": 900.0, "paused": False, "backfill": False, "reconcile_every": None,
+        "reconcile_grace": 60.0,
         "versions": "latest", "active": "s3://photos-use1?region=us-east-1", "revision": 3, "origin": "file",
         "created_at": "2026-11-20T09:00:00Z", "updated_at": "2026-11-26T10:00:00Z"}]})
