@@ -53,8 +53,8 @@ class Service:
 
     def __post_init__(self) -> None:
         install_log_redaction()  # no secret in any log record of this process (idempotent)
-        register_env_prefix(self.policy.env_prefix)  # the variables connection strings may come from
         self.base_config = self.config  # the config file; self.config is what runs now
+        register_env_prefix(self.policy.env_prefix)  # the variables connection strings may come from
         if self.ledger is None:
             self.ledger = Ledger(self.config.ledger)
         self._endpoints: dict[str, Endpoint] = {}
