@@ -218,7 +218,7 @@ def _with_cprofile(ctx, n: int, source: str, target: str, queue: str) -> dict:
         loop.set_default_executor(executor)
         svc = Service(cfg)
         t0 = time.perf_counter()
-        task = asyncio.create_task(svc.run(api=False))
+        task = asyncio.create_task(svc.run())
         deadline = time.monotonic() + 300
         while sum(v for k, v in probe.counts().items() if k not in ("pending", "in_progress")) < n:
             if task.done() or time.monotonic() > deadline:
