@@ -35,6 +35,22 @@ def _aws_test_credentials():
             os.environ[k] = v
 
 
+@pytest.fixture
+def fips_md5(monkeypatch):
+    """hashlib.md5 as a FIPS-mode OpenSSL has it: refused unless usedforsecurity=False."""
+    import hashlib
+
+    real = hashlib.md5
+
+    def md5(*args, usedforsecurity=True, **kw):
+        if usedforsecurity:
+            raise ValueError("[digital envelope routines: EVP_DigestInit_ex] disabled for FIPS")
+        return real(*args, usedforsecurity=False, **kw)
+
+    monkeypatch.setattr(hashlib, "md5", md5)
+    return real
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint(tmp_path_factory):
     """One moto server for the session; tests isolate themselves with fresh bucket names."""

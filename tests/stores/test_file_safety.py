@@ -3,7 +3,6 @@ writes replicas with the location's mode; real files under tmp_path."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from collections.abc import AsyncIterator
@@ -239,16 +238,9 @@ async def test_the_location_mode_is_applied(tmp_path, query, expected, dirs_mode
     assert await read(store, "d/k") == b"2"
 
 
-async def test_checksums_work_where_md5_for_security_is_refused(tmp_path, monkeypatch):
+async def test_checksums_work_where_md5_for_security_is_refused(tmp_path, fips_md5):
     """On a FIPS host hashlib.md5() raises unless usedforsecurity=False."""
-    real = hashlib.md5
-
-    def fips_md5(*args, usedforsecurity=True, **kw):
-        if usedforsecurity:
-            raise ValueError("[digital envelope routines] unsupported (FIPS)")
-        return real(*args, usedforsecurity=False, **kw)
-
-    monkeypatch.setattr(hashlib, "md5", fips_md5)
+    real = fips_md5
     root = tmp_path / "root"
     root.mkdir()
     res = await store_at(root).put("k", b"abc")

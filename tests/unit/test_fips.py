@@ -35,19 +35,6 @@ def test_every_md5_says_it_is_not_for_security():
     assert _md5_calls_without_the_flag() == []
 
 
-@pytest.fixture
-def fips_md5(monkeypatch):
-    """hashlib.md5 as a FIPS-mode OpenSSL has it."""
-    real = hashlib.md5
-
-    def md5(*args, usedforsecurity=True, **kw):
-        if usedforsecurity:
-            raise ValueError("[digital envelope routines: EVP_DigestInit_ex] disabled for FIPS")
-        return real(*args, usedforsecurity=False, **kw)
-
-    monkeypatch.setattr(hashlib, "md5", md5)
-
-
 async def test_a_streamed_copy_works_where_md5_for_security_is_refused(fips_md5, tmp_path):
     from cloudmirror.config import Target, WorkerSettings
     from cloudmirror.location import parse_location
