@@ -9,6 +9,7 @@ import time
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from cloudmirror.ledger.db import retry_transient
 from cloudmirror.ledger.models import api_keys, audit_log
 from cloudmirror.ledger.paging import newest_first, oldest_first, read_rows
 from cloudmirror.ledger.repo import Ledger
@@ -36,6 +37,7 @@ class AccessLedger:
         self.ledger = ledger
 
     # ------------------------------------------------------------ keys
+    @retry_transient
     def create_key(self, *, name: str, role: str, prefix: str, token_hash: str, now: float | None = None) -> dict:
         """Insert a key. Raises DuplicateKeyName when an active key has the name."""
         now = time.time() if now is None else now
@@ -58,6 +60,7 @@ class AccessLedger:
             row = conn.execute(select(api_keys).where(K.id == key_id)).first()
         return dict(row._mapping) if row else None
 
+    @retry_transient
     def touch_key(self, key_id: int, *, now: float | None = None) -> None:
         """Record a use of the key, unless one was recorded within TOUCH_EVERY_S."""
         now = time.time() if now is None else now
@@ -72,6 +75,7 @@ class AccessLedger:
         q = select(api_keys) if include_revoked else select(api_keys).where(K.revoked_at.is_(None))
         return read_rows(self.ledger.reader, oldest_first(q, K.id, limit=limit, after=after))
 
+    @retry_transient
     def revoke_key(self, key_id: int, *, now: float | None = None) -> tuple[dict | None, bool]:
         """Revoke a key. Returns (the key or None when unknown, whether this call revoked it;
         False when it was already revoked). Idempotent."""
@@ -83,6 +87,7 @@ class AccessLedger:
         return (dict(row._mapping) if row else None), n == 1
 
     # ------------------------------------------------------------ audit
+    @retry_transient
     def audit(self, *, actor: str, action: str, status: int, key_id: int | None = None, target: str | None = None,
               detail: str | None = None, client: str | None = None, now: float | None = None) -> int:
         """Append one audit entry; returns its id. Text is cut to the column sizes, and NUL

@@ -188,6 +188,7 @@ class Claims:
                                      completed_at=time.time() if now is None else now, upload_id=R.upload_id))
             return n
 
+    @retry_transient
     def release(self, owner: str, ids: Sequence[int] | Mapping[int, int]) -> int:
         """Give unstarted claimed jobs back (on shutdown); attempts are not counted. `ids`
         may be {id: token} to release only those claims. Returns how many went back."""
@@ -199,6 +200,7 @@ class Claims:
                                         attempts=R.attempts - 1)).rowcount
 
     # ------------------------------------------------------------ outcomes
+    @retry_transient
     def _finish(self, job_id: int, owner: str, token: int | None, **values) -> bool:
         """End (or reschedule) a job we hold; lease_owner stays as a record of who ran it."""
         with self.engine.begin() as conn:
@@ -253,6 +255,7 @@ class Claims:
         """Give a job up; `error` is stored redacted."""
         return self._finish(job_id, owner, token, status="failed", last_error=redact(error), completed_at=time.time())
 
+    @retry_transient
     def set_upload_id(self, job_id: int, upload_id: str | None, *, owner: str | None = None,
                       token: int | None = None) -> bool:
         """Remember (or forget) the job's unfinished multipart upload. With `owner`, only

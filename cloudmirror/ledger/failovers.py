@@ -97,6 +97,7 @@ class Failovers:
         with self.ledger.reader.connect() as conn:
             return _d(conn.execute(select(failovers).where(F.id == failover_id)).first())
 
+    @_retry_transient
     def beat(self, failover_id: int, detail: dict | None = None, *, now: float | None = None) -> None:
         """The heartbeat of a running record (and its progress)."""
         values: dict[str, Any] = dict(heartbeat_at=time.time() if now is None else now)
@@ -105,6 +106,7 @@ class Failovers:
         with self.ledger.engine.begin() as conn:
             conn.execute(update(failovers).where(F.id == failover_id, F.status == "running").values(**values))
 
+    @_retry_transient
     def finish(self, failover_id: int, status: str, *, now: float | None = None, **values: Any) -> dict:
         """End a record (completed | aborted | failed) with its figures (error and detail
         are stored redacted)."""
@@ -150,6 +152,7 @@ class Failovers:
             return [dict(r._mapping) for r in conn.execute(q)]
 
     # ------------------------------------------------------------ objects
+    @_retry_transient
     def add_objects(self, failover_id: int, kind: str, rows: Iterable[dict]) -> int:
         rows = [dict(failover_id=failover_id, kind=kind, **r) for r in rows]
         if rows:
@@ -246,12 +249,14 @@ class Failovers:
         return self.get(failback_id)
 
     # ------------------------------------------------------------ drills
+    @_retry_transient
     def drill_start(self, mirror: str, requested_by: str, *, now: float | None = None) -> int:
         now = time.time() if now is None else now
         with self.ledger.engine.begin() as conn:
             return conn.execute(insert(drills).values(mirror=mirror, requested_by=requested_by, started_at=now,
                                                       outcome="running").returning(D.id)).scalar_one()
 
+    @_retry_transient
     def drill_finish(self, drill_id: int, *, outcome: str, results: list | None, rpo_seconds: float | None,
                      rto_seconds: float | None, error: str | None = None, now: float | None = None) -> dict:
         now = time.time() if now is None else now

@@ -8,6 +8,7 @@ import time
 
 from sqlalchemy import select, update
 
+from cloudmirror.ledger.db import retry_transient
 from cloudmirror.ledger.models import replications, versions
 from cloudmirror.ledger.paging import newest_first, oldest_first, read_rows
 from cloudmirror.ledger.repo import Ledger
@@ -29,6 +30,7 @@ class FailureLedger:
         return read_rows(self.ledger.reader, newest_first(q, R.id, limit=limit, before=before,
                                                      where={R.mirror: mirror, R.target: target}))
 
+    @retry_transient
     def retry(self, replication_id: int, *, now: float | None = None) -> tuple[dict | None, bool]:
         """Put a failed replication back to pending, due now, with its attempts reset (its
         last_error stays until the next attempt). Returns (the replication or None when

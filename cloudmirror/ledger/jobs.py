@@ -8,6 +8,7 @@ import time
 
 from sqlalchemy import func, insert, or_, select, update
 
+from cloudmirror.ledger.db import retry_transient
 from cloudmirror.ledger.models import jobs, versions
 from cloudmirror.ledger.paging import newest_first, read_rows
 from cloudmirror.ledger.repo import Ledger
@@ -22,6 +23,7 @@ class JobLedger:
     def __init__(self, ledger: Ledger):
         self.ledger = ledger
 
+    @retry_transient
     def create(self, *, kind: str, mirror: str, target: str | None, params: dict, created_by: str, owner: str,
                progress: dict, now: float | None = None) -> dict:
         now = time.time() if now is None else now
@@ -55,12 +57,14 @@ class JobLedger:
             row = conn.execute(q.order_by(J.id).limit(1)).first()
         return dict(row._mapping) if row else None
 
+    @retry_transient
     def start(self, job_id: int, *, now: float | None = None) -> None:
         now = time.time() if now is None else now
         with self.ledger.engine.begin() as conn:
             conn.execute(update(jobs).where(J.id == job_id, J.status == "queued")
                          .values(status="running", started_at=now, heartbeat_at=now))
 
+    @retry_transient
     def beat(self, job_id: int, progress: dict, *, now: float | None = None) -> None:
         """Record progress; also the heartbeat that tells a live job from an abandoned one."""
         now = time.time() if now is None else now
@@ -68,6 +72,7 @@ class JobLedger:
             conn.execute(update(jobs).where(J.id == job_id, J.status.in_(ACTIVE))
                          .values(progress=progress, heartbeat_at=now))
 
+    @retry_transient
     def finish(self, job_id: int, *, progress: dict, result: list | dict | None = None, error: str | None = None,
                now: float | None = None) -> None:
         """End a job: failed when `error` is given. Error and result are stored redacted."""
@@ -77,6 +82,7 @@ class JobLedger:
                 status="failed" if error else "finished", progress=progress, result=redact_obj(result),
                 error=redact(error), finished_at=now, heartbeat_at=now))
 
+    @retry_transient
     def fail_abandoned(self, older_than: float, reason: str, *, owner: str | None = None,
                        now: float | None = None) -> int:
         """Fail active jobs whose heartbeat is older than `older_than` seconds (their process

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import func, insert, select, update
 
+from cloudmirror.ledger.db import retry_transient
 from cloudmirror.ledger.models import OPEN_STATUSES, reconcile_runs, replications, versions
 from cloudmirror.ledger.repo import Ledger
 from cloudmirror.redact import redact
@@ -29,6 +30,7 @@ class Runs:
     def __init__(self, ledger: Ledger):
         self.ledger = ledger
 
+    @retry_transient
     def start(self, mirror: str, target: str, kind: str, *, resume: bool = True) -> tuple[int, str | None]:
         """Start a run, or resume the newest run of the same kind when it did not finish (the
         process died, or a listing failed) from its checkpointed position. Returns (run id,
@@ -46,12 +48,14 @@ class Runs:
                 .returning(RUN.id)).scalar_one()
             return run_id, None
 
+    @retry_transient
     def checkpoint(self, run_id: int, position: str | None, **counts: int) -> None:
         """Add a page's findings and move the resume position past it."""
         values = {k: getattr(RUN, k) + counts.get(k, 0) for k in COUNTS}
         with self.ledger.engine.begin() as conn:
             conn.execute(update(reconcile_runs).where(RUN.id == run_id).values(position=position, **values))
 
+    @retry_transient
     def finish(self, run_id: int, *, error: str | None = None) -> None:
         with self.ledger.engine.begin() as conn:
             conn.execute(update(reconcile_runs).where(RUN.id == run_id).values(
@@ -102,6 +106,7 @@ class Runs:
                 out[key].add(etag)
         return out
 
+    @retry_transient
     def seen(self, mirror: str, keys: Sequence[str]) -> dict[str, set[str]]:
         """Per key, every etag and version id the ledger has recorded (events or listings)."""
         out: dict[str, set[str]] = defaultdict(set)
@@ -127,6 +132,7 @@ class Runs:
             keys = [k for (k,) in conn.execute(select(R.key).where(*cond).order_by(R.key).limit(sample))] if n else []
         return n, keys
 
+    @retry_transient
     def settle_held(self, mirror: str, target: str, run_id: int, *, release: bool, detail: str | None = None,
                     now: float | None = None) -> int:
         """Release the deletes run `run_id` holds back (they become pending: the workers carry
