@@ -6,6 +6,7 @@ cloudmirror.local.provision.)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import Sequence
@@ -47,14 +48,21 @@ class SqsFeed:
         self.endpoint = endpoint or ep
         self._stack = contextlib.AsyncExitStack()
         self._client = None
+        self._client_lock: asyncio.Lock | None = None
 
     async def _sqs(self):
+        """The feed's one client, created by the first caller; receive loops starting
+        together wait for it instead of each creating (and orphaning) their own."""
         if self._client is None:
-            session = aioboto3.Session()
-            cfg = BotoConfig(retries={"mode": "standard", "max_attempts": 3}, read_timeout=self.wait_time_s + 10,
-                             connect_timeout=5)
-            self._client = await self._stack.enter_async_context(
-                session.client("sqs", region_name=self.region, endpoint_url=self.endpoint, config=cfg))
+            if self._client_lock is None:
+                self._client_lock = asyncio.Lock()
+            async with self._client_lock:
+                if self._client is None:
+                    session = aioboto3.Session()
+                    cfg = BotoConfig(retries={"mode": "standard", "max_attempts": 3},
+                                     read_timeout=self.wait_time_s + 10, connect_timeout=5)
+                    self._client = await self._stack.enter_async_context(
+                        session.client("sqs", region_name=self.region, endpoint_url=self.endpoint, config=cfg))
         return self._client
 
     async def _call(self, op: str, **kw):
