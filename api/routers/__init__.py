@@ -4,8 +4,22 @@ and list it in PROTECTED below; every route in it then needs at least a viewer k
 
 from __future__ import annotations
 
-from api.routers import audit, dashboard, failures, health, jobs, keys, metrics, mirrors, objects, reports, rpo, status
+from api.routers import (
+    audit,
+    dashboard,
+    dead_letters,
+    failures,
+    health,
+    jobs,
+    keys,
+    metrics,
+    mirrors,
+    objects,
+    reports,
+    rpo,
+    status,
+)
 
 OPEN = [health.router, dashboard.router]  # no key needed: /healthz, /readyz, the dashboard's page shell (no data)
 PROTECTED = [metrics.router, status.router, mirrors.router, objects.router, jobs.router, failures.router,
-             audit.router, keys.router, rpo.router, reports.router]
+             audit.router, keys.router, rpo.router, reports.router, dead_letters.router]

@@ -18,6 +18,12 @@ from api.schemas.common import (
     RoleName,
     Timestamp,
 )
+from api.schemas.dead_letters import (
+    DeadLetter,
+    DeadLetterCounts,
+    DeadLetterDetail,
+    DeadLetterRedriven,
+)
 from api.schemas.mirrors import (
     DeletesField,
     Duration,
@@ -71,6 +77,10 @@ __all__ = [
     "Page",
     "RoleName",
     "Timestamp",
+    "DeadLetter",
+    "DeadLetterCounts",
+    "DeadLetterDetail",
+    "DeadLetterRedriven",
     "DeletesField",
     "Duration",
     "EventsField",

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas.common import Out, Page, Timestamp
+from api.schemas.dead_letters import DeadLetterCounts
 
 
 # ------------------------------------------------------------------ health and status
@@ -47,11 +48,14 @@ class GroupStatus(Out):
 class StatusOut(Out):
     targets: list[TargetStatus]
     groups: list[GroupStatus] = []
+    dead_letters: DeadLetterCounts | None = Field(None, description="Messages the intake could not use "
+                                                                    "(GET /v1/dead-letters).")
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"targets": [{
         "mirror": "photos", "target": "s3://photos-euw1?region=eu-west-1", "pending": 3, "in_progress": 1,
         "completed": 1200, "failed": 0, "superseded": 4, "skipped": 0, "rpo_seconds": 2.5, "rpo_objective": 900.0,
-        "objective_met": True, "missed_events": 0}], "groups": []}]})
+        "objective_met": True, "missed_events": 0}], "groups": [],
+        "dead_letters": {"pending": 1, "redriven": 0, "discarded": 2, "feeds": {"projects/p/subscriptions/s": 1}}}]})
 
 
 # ------------------------------------------------------------------ jobs

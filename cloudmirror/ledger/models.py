@@ -4,7 +4,8 @@ PostgreSQL compare them the same way.
 - versions: every version of every key seen on a mirror's source (deduplicated by token).
 - key_heads: the newest version known per (mirror, key), to order late/duplicate events.
 - replications: one version x one target, with its status, attempts, lease and timings.
-- dead_letters: messages that could not be understood, with the raw body and the reason.
+- dead_letters: messages that could not be understood, with the raw body and the reason, and
+  what an operator did with them (re-driven or discarded, when and by whom).
 - reconcile_runs: each listing comparison of a source with a target (backfill, reconcile,
   dry run), its resume position and what it found.
 - api_keys: bearer keys of the REST API (SHA-256 of the token, never the token), with a role.
@@ -126,6 +127,11 @@ dead_letters = Table(
     Column("body", Text, nullable=False),
     Column("reason", Text, nullable=False),
     Column("received_at", Double, nullable=False),
+    # pending until an operator re-drives it (its versions recorded) or discards it (kept for audit)
+    Column("status", String(16), nullable=False, server_default="pending"),  # pending | redriven | discarded
+    Column("resolved_at", Double),
+    Column("resolved_by", String(256)),  # the API key's name, or `cli:USER`
+    Index("ix_dead_letters_status", "status", "id"),
 )
 
 reconcile_runs = Table(

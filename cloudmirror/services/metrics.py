@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from cloudmirror.config import Config
 from cloudmirror.ledger import rpo as ledger_rpo
+from cloudmirror.ledger.dead_letters import DeadLetters
 from cloudmirror.ledger.repo import Ledger
 from cloudmirror.ledger.runs import Runs
 from cloudmirror.services import mirrors
@@ -25,8 +26,9 @@ class LedgerCollector:
     cloudmirror_rpo_seconds, cloudmirror_backlog_objects, cloudmirror_backlog_bytes and
     cloudmirror_failed_replications per (mirror, target); cloudmirror_missed_events_total per
     (mirror, target) (found by reconciles); cloudmirror_rpo_objective_seconds per mirror;
-    cloudmirror_group_rpo_seconds per group; cloudmirror_ledger_up (0 when the ledger could
-    not be read: the scrape still succeeds)."""
+    cloudmirror_group_rpo_seconds per group; cloudmirror_dead_letters_pending per feed (those
+    of every process's intake, unlike the counter cloudmirror_dead_letters_total);
+    cloudmirror_ledger_up (0 when the ledger could not be read: the scrape still succeeds)."""
 
     def __init__(self) -> None:
         self.config = None
@@ -51,6 +53,7 @@ class LedgerCollector:
                 config = config()
             rows = {(r["mirror"], r["target"]): r for r in ledger_rpo.backlog(ledger)}
             missed = Runs(ledger).missed_events()
+            dead = DeadLetters(ledger).counts()
         except Exception as e:  # noqa: BLE001 - a scrape must not fail because the database did
             log.warning("metrics: cannot read the ledger: %s", e)
             up.add_metric([], 0)
@@ -86,7 +89,12 @@ class LedgerCollector:
                 missed_c.add_metric([m.name, t.name], missed.get((m.name, t.name), 0))
         for g in config.groups:
             group.add_metric([g.name], max((by_mirror.get(n, 0.0) for n in g.mirrors), default=0.0))
-        yield from (up, rpo, objects, size, failed, missed_c, objective, group)
+        dead_g = GaugeMetricFamily("cloudmirror_dead_letters_pending",
+                                   "Messages the intake could not use, awaiting an operator (re-drive or discard)",
+                                   labels=["feed"])
+        for feed in sorted({feed for feed, _ in dead}):  # 0 for a feed whose dead letters were all resolved
+            dead_g.add_metric([feed], dead.get((feed, "pending"), 0))
+        yield from (up, rpo, objects, size, failed, missed_c, objective, group, dead_g)
 
 
 _COLLECTORS: dict[int, LedgerCollector] = {}
