@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from cloudmirror.cli.common import DEFAULT_CONFIG, ConfigOpt, config_or_exit, console, open_ledger
@@ -20,7 +21,10 @@ def register(app: typer.Typer) -> None:
 
 def status(config: ConfigOpt = DEFAULT_CONFIG,
            as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
-    """Per mirror and target: pending, failed, completed, and the RPO (oldest pending age)."""
+    """Per mirror and target: pending, failed, completed, and the RPO (oldest pending age);
+    the dead letters awaiting an operator. --json prints the list of target rows, or
+    {"targets", "groups", "dead_letters"} when there are groups or pending dead letters."""
+    from cloudmirror.services.dead_letters import counts
     from cloudmirror.services.status import group_status, running_config
     from cloudmirror.services.status import status as status_rows
 
@@ -28,13 +32,19 @@ def status(config: ConfigOpt = DEFAULT_CONFIG,
     with open_ledger(cfg.ledger) as ledger:
         cfg = running_config(cfg, ledger)
         rows = status_rows(cfg, ledger)
+        dead = counts(ledger)
     groups = group_status(cfg, rows)
     if as_json:
-        console.print_json(json.dumps({"targets": rows, "groups": groups} if groups else rows, default=str))
+        whole = {"targets": rows, "groups": groups, "dead_letters": dead}
+        console.print_json(json.dumps(whole if groups or dead["pending"] else rows, default=str))
         return
     console.print(status_table(rows))
     if groups:
         console.print(group_table(groups))
+    if dead["pending"]:
+        feeds = ", ".join(f"{escape(f)}: {n}" for f, n in dead["feeds"].items())
+        console.print(f"[red]dead letters: {dead['pending']} pending[/red] ({feeds}) -- "
+                      "see `cloudmirror dead-letters list`", highlight=False, soft_wrap=True)
 
 
 def group_table(groups: list[dict]) -> Table:
