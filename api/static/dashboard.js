@@ -108,7 +108,8 @@
     const live = await Promise.all(names.map((n) => (has.has("/v1/mirrors/{name}/rpo")
       ? optional(api(`/v1/mirrors/${enc(n)}/rpo`)) : null)));
     const charts = await Promise.all(names.map((n, i) => rpoHistory(has, n, live[i])));
-    return { mirrors: mirrors.items, status, failures: failures.items, live, charts };
+    const dead = has.has("/v1/dead-letters") ? (await api("/v1/dead-letters?limit=10")).items : null;
+    return { mirrors: mirrors.items, status, failures: failures.items, live, charts, dead };
   }
 
   // ---------------------------------------------------------------- formatting
@@ -206,6 +207,18 @@
       el("td", { class: "error-text" }, f.last_error || ""))), "No failed replications.", 6);
   }
 
+  // The pending count from /v1/status, the newest pending ones from /v1/dead-letters.
+  function renderDeadLetters(counts, items) {
+    const pending = counts ? counts.pending : (items || []).length;
+    const badgeEl = $("dead-count");
+    badgeEl.textContent = `${pending} pending`;
+    badgeEl.className = `badge ${pending ? "bad" : "ok"}`;
+    fill($("dead-letters").tBodies[0], (items || []).map((d) => el("tr", { "data-dead-letter": d.id },
+      el("td", {}, fmtWhen(d.received_at)), el("td", { class: "num" }, d.id), el("td", {}, el("code", {}, d.feed)),
+      el("td", { class: "error-text" }, d.reason))),
+    items ? "No pending dead letters." : "This server has no dead-letter route.", 4);
+  }
+
   // One SVG per mirror: the RPO series and a dashed line at the objective.
   function chart(name, h) {
     const W = 640, H = 200, L = 52, R = 12, T = 12, B = 24;
@@ -280,6 +293,7 @@
       renderTargets(d.status, d.live);
       renderCharts(d.mirrors, d.charts);
       renderFailures(d.failures);
+      renderDeadLetters(d.status.dead_letters, d.dead);
       showError(null);
       $("key-form").hidden = true;
       $("data").hidden = false;

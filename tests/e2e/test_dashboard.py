@@ -18,7 +18,7 @@ import pytest
 
 from api.app import create_app
 from cloudmirror.config import Config, validate_config
-from cloudmirror.ledger.repo import Ledger, NewVersion, TargetPlan
+from cloudmirror.ledger.repo import DeadLetter, Ledger, NewVersion, TargetPlan
 from cloudmirror.services import access
 from cloudmirror.services import mirrors as mirror_service
 from tests.api.live import serving
@@ -85,6 +85,8 @@ def write_last_hour(ledger: Ledger, now: float) -> None:
     h.put("docs", "contracts/draft.pdf", now - 420, {DOCS_DST: None}, size=80_000)
     h.fail("photos", B, "raw/scan-0043.tif", now - 560, "AccessDenied: s3:PutObject on photos-dr")
     h.settle()
+    ledger.record([], [DeadLetter(feed="https://sqs.eu-west-1.amazonaws.com/123456789012/photos-events",
+                                  body="{not json", reason="body is not JSON", message_id="m-1")], now=now - 300)
 
 
 
@@ -147,7 +149,7 @@ def page(browser):
     context.close()
 
 
-def test_the_dashboard_shows_mirrors_rpo_failures_and_a_chart(page, site):
+def test_the_dashboard_shows_mirrors_rpo_failures_dead_letters_and_a_chart(page, site):
     from playwright.sync_api import expect
 
     pg = page.page
@@ -164,6 +166,9 @@ def test_the_dashboard_shows_mirrors_rpo_failures_and_a_chart(page, site):
     expect(pg.locator(f'#targets tr[data-target="{B}"] .badge')).to_have_text("breached")  # held by its failed copy
     expect(pg.locator("#failures tbody")).to_contain_text("raw/scan-0043.tif")
     expect(pg.locator("#failures tbody")).to_contain_text("AccessDenied")
+    expect(pg.locator("#dead-count")).to_have_text("1 pending")
+    expect(pg.locator("#dead-letters tbody tr[data-dead-letter]")).to_have_count(1)
+    expect(pg.locator("#dead-letters tbody")).to_contain_text("body is not JSON")
 
     charts = pg.locator("#charts svg.rpo-chart")
     expect(charts).to_have_count(2)
