@@ -91,6 +91,8 @@ class EventFeed(_Strict):
     eventbridge_keys: Literal["encoded", "plain"] = "encoded"
     wait_time_s: Annotated[int, Field(ge=0, le=20)] = 10
     visibility_timeout_s: Annotated[int, Field(ge=5, le=43200)] = 60
+    # sqs: a message handed out more often than this is dead-lettered ("received N times")
+    max_receives: Annotated[int, Field(ge=1, le=1000)] = 10
 
     @field_validator("poll", mode="before")
     @classmethod

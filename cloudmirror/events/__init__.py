@@ -12,7 +12,8 @@ def open_feed(feed: EventFeed) -> Feed:
         from cloudmirror.events.sqs import SqsFeed
 
         return SqsFeed(feed.sqs, wait_time_s=feed.wait_time_s, visibility_timeout_s=feed.visibility_timeout_s,
-                       region=feed.region, eventbridge_keys_encoded=feed.eventbridge_keys == "encoded")
+                       region=feed.region, eventbridge_keys_encoded=feed.eventbridge_keys == "encoded",
+                       max_receives=feed.max_receives)
     if feed.kind == "pubsub":
         from cloudmirror.events.pubsub import PubSubFeed
 

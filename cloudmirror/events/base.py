@@ -47,6 +47,10 @@ class FeedMessage:
     events: list[ObjectEvent] = field(default_factory=list)
     error: str | None = None  # set when the message is malformed (dead-letter reason)
     extra: dict = field(default_factory=dict)
+    # why parts of the message (records) were malformed, each a dead letter; its events still count
+    rejected: list[str] = field(default_factory=list)
+    # how many times the queue has handed this message out, this time included (None: unknown)
+    receive_count: int | None = None
 
 
 class Feed(Protocol):

@@ -18,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from cloudmirror import metrics
 from cloudmirror.events.base import FeedError, FeedMessage, MalformedEvent
-from cloudmirror.events.s3_events import parse_body
+from cloudmirror.events.s3_events import parse_message
 
 _AWS_HOST = re.compile(r"^sqs[.-]([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
 
@@ -38,12 +38,13 @@ class SqsFeed:
 
     def __init__(self, queue_url: str, *, wait_time_s: int = 10, visibility_timeout_s: int = 60,
                  endpoint: str | None = None, region: str | None = None, batch: int = 10,
-                 eventbridge_keys_encoded: bool = True):
+                 eventbridge_keys_encoded: bool = True, max_receives: int | None = None):
         self.address = queue_url
         self.wait_time_s = wait_time_s
         self.visibility_timeout_s = visibility_timeout_s
         self.batch = batch
         self.eventbridge_keys_encoded = eventbridge_keys_encoded
+        self.max_receives = max_receives  # the intake dead-letters a message received more often
         ep, self.region = queue_endpoint_and_region(queue_url, region)
         self.endpoint = endpoint or ep
         self._stack = contextlib.AsyncExitStack()
@@ -78,12 +79,14 @@ class SqsFeed:
 
     async def receive(self) -> list[FeedMessage]:
         resp = await self._call("ReceiveMessage", MaxNumberOfMessages=self.batch, WaitTimeSeconds=self.wait_time_s,
-                                VisibilityTimeout=self.visibility_timeout_s)
+                                VisibilityTimeout=self.visibility_timeout_s,
+                                MessageSystemAttributeNames=["ApproximateReceiveCount"])
         out = []
         for m in resp.get("Messages", []):
-            fm = FeedMessage(message_id=m["MessageId"], body=m.get("Body", ""), receipt=m["ReceiptHandle"])
+            fm = FeedMessage(message_id=m["MessageId"], body=m.get("Body", ""), receipt=m["ReceiptHandle"],
+                             receive_count=_count(m.get("Attributes", {}).get("ApproximateReceiveCount")))
             try:
-                fm.events = parse_body(fm.body, eventbridge_keys_encoded=self.eventbridge_keys_encoded)
+                fm.events, fm.rejected = parse_message(fm.body, eventbridge_keys_encoded=self.eventbridge_keys_encoded)
             except MalformedEvent as e:
                 fm.error = str(e)
             out.append(fm)
@@ -108,6 +111,13 @@ class SqsFeed:
     async def close(self) -> None:
         await self._stack.aclose()
         self._client = None
+
+
+def _count(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _snake(op: str) -> str:
