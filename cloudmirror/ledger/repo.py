@@ -4,8 +4,20 @@ async code); every method is one transaction.
 
 Ordering of versions of one key (invariant 3): by provider sequencer when both versions
 have different ones (left-padded hex, as S3 documents), else by source write time, else the
-one seen later wins. A version older than the key's head is recorded as `superseded` at
-once; a newer one supersedes the older versions' pending replications.
+one seen later wins. Event metadata is untrusted input, so ordering only ever decides which
+of two copies still to run is kept, never that a write needs no copy (issue 12):
+
+- a version is written off (`superseded`) on a target only while another copy of the same
+  operation on that key and target is still `pending`: that copy has not looked at the
+  source yet, and takes the source's current state (which includes this write) when it
+  runs. A newer version supersedes the older pending copies of its operation; a version
+  older than the key's head is superseded when such a copy is pending, else it waits for
+  a copy of its own and the source decides (the worker copies what the source holds, or
+  nothing when the target already holds it). A bogus head (a forged sequencer) therefore
+  never hides a later real write;
+- a version whose event time is ahead of the ledger's clock by more than MAX_CLOCK_SKEW is
+  recorded with the reason, not used for ordering (it neither becomes the key's head nor
+  supersedes anything), and its time is clamped to the clock, so the RPO stays honest.
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -23,15 +36,29 @@ from cloudmirror.ledger.claims import LEASE_EXPIRED, Claims, Job
 from cloudmirror.ledger.models import dead_letters, key_heads, replications, versions
 from cloudmirror.redact import redact
 
-__all__ = ["LEASE_EXPIRED", "LISTED_ORIGINS", "DeadLetter", "Job", "Ledger", "NewVersion", "RecordOutcome",
-           "TargetPlan", "is_newer", "lock_id"]
+__all__ = ["LEASE_EXPIRED", "LISTED_ORIGINS", "MAX_CLOCK_SKEW", "DeadLetter", "Job", "Ledger", "NewVersion",
+           "RecordOutcome", "TargetPlan", "is_newer", "lock_id"]
 
 R = replications.c
 LISTED_ORIGINS = ("backfill", "reconcile")  # versions found by comparing listings, not announced
 V = versions.c
+MAX_CLOCK_SKEW = 900.0  # seconds an event's time may be ahead of the ledger's clock and still order versions
 
 
 _retry_transient = db.retry_transient  # (kept for the ledger modules that import it from here)
+
+
+def _future_time(item: NewVersion, now: float) -> str | None:
+    """Why `item`'s event time cannot order it (ahead of the clock by more than the allowed
+    skew), or None."""
+    if item.source_time <= now + MAX_CLOCK_SKEW:
+        return None
+    try:
+        claimed = datetime.fromtimestamp(item.source_time, UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        claimed = repr(item.source_time)
+    return (f"event time {claimed} is ahead of the clock by more than {MAX_CLOCK_SKEW:.0f}s: not used for "
+            f"ordering; the source decides")
 
 
 def lock_id(mirror: str, target: str, key: str) -> str:
@@ -82,7 +109,8 @@ class DeadLetter:
 class RecordOutcome:
     new: int = 0
     duplicate: int = 0
-    stale: int = 0
+    stale: int = 0  # judged older than the key's newest version
+    untrusted: int = 0  # event time in the future: recorded, not used for ordering
 
 
 class Ledger(Claims):
@@ -122,11 +150,12 @@ class Ledger(Claims):
         ordered = sorted(items, key=lambda i: (i.mirror, i.key, i.token))
         with self.engine.begin() as conn:
             for item in ordered:
+                untrusted = _future_time(item, now)
                 pk = conn.execute(
                     self._insert(versions)
                     .values(mirror=item.mirror, key=item.key, token=item.token, op=item.op, version_id=item.version_id,
-                            etag=item.etag, sequencer=item.sequencer, size=item.size, source_time=item.source_time,
-                            seen_at=now, origin=item.origin)
+                            etag=item.etag, sequencer=item.sequencer, size=item.size,
+                            source_time=now if untrusted else item.source_time, seen_at=now, origin=item.origin)
                     .on_conflict_do_nothing(index_elements=["mirror", "key", "token"])
                     .returning(V.id)
                 ).scalar()
@@ -136,23 +165,39 @@ class Ledger(Claims):
                                  .values(duplicates=V.duplicates + 1))
                     out.duplicate += 1
                     continue
-                stale, first = self._advance_head(conn, item, pk)
+                if untrusted:
+                    stale, first = None, True  # not ordered against anything: neither head nor superseded
+                    out.untrusted += 1
+                else:
+                    stale, first = self._advance_head(conn, item, pk)
                 if stale is not None:
                     out.stale += 1
+                locks = {t.target: lock_id(item.mirror, t.target, item.key) for t in item.targets}
+                # a difference found by listing is always worth the (guarded, current-state) copy
+                judged = stale is not None and item.origin not in LISTED_ORIGINS
+                covers = self._pending_copies(conn, item, pk, list(locks.values())) if judged else {}
                 rows = []
                 for t in item.targets:
                     status, detail = t.status, t.detail
-                    # a difference found by listing is always worth the (guarded, current-state) copy
-                    if stale is not None and status == "pending" and item.origin not in LISTED_ORIGINS:
-                        status, detail = "superseded", f"older than version #{stale} already seen"
+                    if status == "pending" and untrusted:
+                        detail = untrusted
+                    elif status == "pending" and judged:
+                        cover = covers.get(locks[t.target])
+                        if cover is not None:
+                            status = "superseded"
+                            detail = (f"older than version #{stale} already seen; the pending copy of version "
+                                      f"#{cover} takes the source's current state")
+                        else:  # the head's copy has run or started: it may never have seen this write
+                            detail = f"its event is older than version #{stale}, whose copy started: the source decides"
                     rows.append(dict(version_pk=pk, mirror=item.mirror, target=t.target, key=item.key,
-                                     lock=lock_id(item.mirror, t.target, item.key), status=status, detail=detail,
+                                     lock=locks[t.target], status=status, detail=detail,
                                      next_attempt_at=now, created_at=now,
                                      completed_at=now if status != "pending" else None))
-                if stale is None and not first:  # a newer version makes older pending copies moot
-                    locks = [lock_id(item.mirror, t.target, item.key) for t in item.targets]
+                if stale is None and not first:  # a newer version makes older pending copies of its kind moot
+                    same_op = select(V.id).where(V.mirror == item.mirror, V.key == item.key, V.op == item.op)
                     conn.execute(update(replications)
-                                 .where(R.lock.in_(locks), R.status == "pending", R.version_pk != pk)
+                                 .where(R.lock.in_(list(locks.values())), R.status == "pending", R.version_pk != pk,
+                                        R.version_pk.in_(same_op.scalar_subquery()))
                                  .values(status="superseded", detail=f"superseded by version #{pk}", completed_at=now))
                 if rows:
                     conn.execute(insert(replications), rows)
@@ -162,6 +207,17 @@ class Ledger(Claims):
                                                          reason=redact(d.reason), received_at=now)
                                                     for d in dead])
         return out
+
+    @staticmethod
+    def _pending_copies(conn, item: NewVersion, pk: int, locks: list[str]) -> dict[str, int]:
+        """Per lock (target), a version of the key with a copy of the same operation still
+        `pending` on it: one that has not looked at the source yet (a copy in progress may
+        have looked before `item` was written; a delete's copy never copies a put)."""
+        q = (select(R.lock, func.max(R.version_pk))
+             .join(versions, V.id == R.version_pk)
+             .where(R.lock.in_(locks), R.status == "pending", R.version_pk != pk, V.op == item.op)
+             .group_by(R.lock))
+        return {lock: vpk for lock, vpk in conn.execute(q)}
 
     def _advance_head(self, conn, item: NewVersion, pk: int) -> tuple[int | None, bool]:
         """Make `pk` the key's head when it is newer. Returns (the head's pk when `pk` is

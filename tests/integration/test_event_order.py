@@ -1,17 +1,22 @@
 """Duplicated and reordered GCS and Azure events never regress a target: three versions of
 one key, their events delivered newest first and again out of order, through the real
-Pub/Sub emulator and a real Azurite queue."""
+Pub/Sub emulator and a real Azurite queue. And untrusted event metadata (a forged S3 event
+dated 2999 or with the highest sequencer, through moto S3 + SQS) never hides a later real
+write."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from cloudmirror.location import parse_location
 from cloudmirror.stores.base import HeadOptions
-from tests.integration.harness import config, eventually, running
+from tests.integration.harness import Cloud, config, converged, eventually, mirror, running
 from tests.integration.providers import Provider, snapshot
 
 BODIES = [b"version one", b"version two!", b"version three!!"]
@@ -108,3 +113,57 @@ async def test_gcs_events_duplicated_and_reordered(tmp_path, gcs_with_events, pu
             await _assert_converged_on_newest(r, src, dst, puts[-1].etag)
     finally:
         await gcs.close()
+
+
+# --------------------------------------------------------------------- untrusted event metadata
+def _forged_s3_event(bucket: str, key: str, etag: str, size: int, *, event_time: str) -> str:
+    """A well-formed S3 notification for a real object, claiming to be newer than anything:
+    the highest sequencer there is (and, in one variant, an event time in the year 2999)."""
+    return json.dumps({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1", "eventTime": event_time,
+        "eventName": "ObjectCreated:Put",
+        "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+               "object": {"key": key, "size": size, "eTag": etag, "sequencer": "F" * 32}}}]})
+
+
+@pytest.mark.timeout(180)
+# 2999: recorded as untrusted, not ordered; ten minutes ahead (within the clock skew allowed, as
+# moto's real events carry no sequencer, this is what orders them): the source decides
+@pytest.mark.parametrize("event_time", ["2999-01-01T00:00:00.000Z", "ten minutes ahead"])
+async def test_a_bogus_s3_event_never_hides_later_real_writes(moto_endpoint, ledger_url, event_time):
+    """Issue 12: a valid event for K dated 2999 (or carrying a forged sequencer) must not make
+    the next real writes of K look older and never be copied, while status claims RPO 0."""
+    cloud = Cloud(moto_endpoint)
+    src, dst = cloud.bucket(), cloud.bucket("eu-west-1")
+    q = cloud.queue_for(src)
+    s3, sqs = cloud.s3(), cloud.sqs()
+    cfg = config(ledger_url, [mirror("m", cloud, src, [dst], q)])
+    if event_time == "ten minutes ahead":
+        event_time = (datetime.now(UTC) + timedelta(minutes=10)).isoformat().replace("+00:00", "Z")
+    async with running(cfg) as r:
+        etag = s3.put_object(Bucket=src, Key="K", Body=b"v1")["ETag"].strip('"')
+        await eventually(converged(cloud, src, dst), message="v1 replicated")
+        sqs.send_message(QueueUrl=q, MessageBody=_forged_s3_event(src, "K", etag, 2, event_time=event_time))
+        await eventually(lambda: len({x["version_pk"] for x in r.ledger.replications_for("m", "K")}) == 2
+                    and r.ledger.backlog() == 0, message="the bogus event recorded and handled")
+    async with running(cfg, workers=False) as r:  # intake only: the target must stay behind
+        s3.put_object(Bucket=src, Key="K", Body=b"v2, a real write")
+        await eventually(lambda: len({x["version_pk"] for x in r.ledger.replications_for("m", "K")}) == 3,
+                    message="the real write's event recorded")
+        newest = r.ledger.replications_for("m", "K")[-1]
+        assert newest["status"] == "pending", newest  # not written off as "older than" the bogus event
+        [st] = r.ledger.status(now=time.time() + 1)
+        assert st["pending"] >= 1 and st["rpo_seconds"] >= 1, st  # status does not claim RPO 0
+    async with running(cfg) as r:
+        s3.put_object(Bucket=src, Key="K", Body=b"v3, the newest real write")
+        await eventually(converged(cloud, src, dst), message="K converged on the newest real write")
+        await eventually(lambda: r.ledger.backlog() == 0 and len(r.ledger.replications_for("m", "K")) == 4,
+                    message="every event recorded and handled")
+        rows = r.ledger.replications_for("m", "K")
+    got = cloud.s3("eu-west-1").get_object(Bucket=dst, Key="K")["Body"].read()
+    assert got == b"v3, the newest real write"
+    assert {x["status"] for x in rows} <= {"completed", "superseded"}, rows
+    newest = hashlib.md5(got).hexdigest()  # noqa: S324 - the S3 etag of a simple put, not for security
+    assert newest in {x["copied_etag"] for x in rows if x["status"] == "completed"}, rows
+    if event_time.startswith("2999"):  # the future-dated event was recorded as such, its time clamped to the clock
+        assert rows[1]["source_time"] < time.time() + 1

@@ -1,0 +1,130 @@
+"""Event metadata is untrusted input (issue 12): a future-dated event or a forged sequencer
+must never make the ledger discard a write the source still holds as its newest. On memory
+stores and a real ledger (SQLite and PostgreSQL): the worker copies whatever the source
+holds, so the target converges on the newest real write and the backlog says so until then."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from cloudmirror.config import validate_config
+from cloudmirror.ledger.repo import Ledger, NewVersion, TargetPlan
+from cloudmirror.location import parse_location
+from cloudmirror.replication.transfer import Endpoint
+from cloudmirror.replication.worker import WorkerPool
+from cloudmirror.stores import open_store
+from cloudmirror.stores.memory import reset_memory_stores
+
+SRC, DST = "memory://src", "memory://dst"
+YEAR_2999 = 32472144000.0  # 2999-01-01T00:00:00Z
+HUGE_SEQUENCER = "F" * 32
+
+
+@pytest.fixture
+def env(ledger_url):
+    reset_memory_stores()
+    cfg = validate_config({"ledger": ledger_url, "mirrors": [{"name": "m", "source": SRC, "targets": [DST]}],
+                           "workers": {"max_attempts": 3, "retry_base_delay": 0.01, "retry_max_delay": 0.02,
+                                       "poll_interval": 0.01}})
+    ledger = Ledger(ledger_url)
+    eps: dict[str, Endpoint] = {}
+
+    def endpoint(url):
+        if url not in eps:
+            eps[url] = Endpoint(parse_location(url), open_store(parse_location(url)))
+        return eps[url]
+
+    yield cfg, ledger, endpoint
+    ledger.close()
+    reset_memory_stores()
+
+
+def event(token: str, etag: str | None, *, t: float | None = None, seq: str | None = None, op: str = "put",
+          origin: str = "event") -> NewVersion:
+    return NewVersion(mirror="m", key="k", token=token, op=op, source_time=time.time() if t is None else t,
+                      etag=etag, sequencer=seq, targets=[TargetPlan(DST)], origin=origin)
+
+
+async def drain(cfg, ledger, endpoint, timeout=10.0) -> None:
+    pool = WorkerPool(cfg, ledger, endpoint)
+    task = asyncio.create_task(pool.run())
+    deadline = asyncio.get_running_loop().time() + timeout
+    while ledger.backlog() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    pool.stop()
+    await task
+    assert ledger.backlog() == 0, "the backlog did not drain"
+
+
+async def write(endpoint, body: bytes) -> str:
+    return (await endpoint(SRC).store.put("k", body)).etag
+
+
+@pytest.mark.parametrize("bogus", ["future event time", "forged sequencer"])
+async def test_a_bogus_event_never_hides_later_real_writes(env, bogus):
+    cfg, ledger, endpoint = env
+    e1 = await write(endpoint, b"first")
+    ledger.record([event("w1", e1, seq="0001")])
+    await drain(cfg, ledger, endpoint)
+    # a valid-looking event for k, with the real etag, claiming to be far newer than anything
+    if bogus == "future event time":
+        ledger.record([event("bogus", e1, t=YEAR_2999, seq=HUGE_SEQUENCER)])
+    else:
+        ledger.record([event("bogus", e1, seq=HUGE_SEQUENCER)])
+    await drain(cfg, ledger, endpoint)
+    for n, body in enumerate((b"second", b"third!"), start=2):
+        etag = await write(endpoint, body)
+        ledger.record([event(f"w{n}", etag, seq=f"000{n}")])
+        # the real write is not written off: it waits for a copy, and status says so
+        [st] = ledger.status(now=time.time() + 5)
+        assert st["pending"] == 1 and st["rpo_seconds"] >= 4, st
+        assert ledger.backlog() == 1
+        await drain(cfg, ledger, endpoint)
+        assert (await endpoint(DST).store.head("k")).size == len(body), (bogus, n)
+    rows = ledger.replications_for("m", "k")
+    assert [r["status"] for r in rows] == ["completed"] * 4, rows
+
+
+async def test_a_future_event_time_is_not_used_for_ordering(ledger):
+    now = 1_000_000.0
+    ledger.record([event("w1", "e1", t=now - 10, seq="0001")], now=now)
+    out = ledger.record([event("bogus", "e1", t=now + 3600 * 24 * 365, seq=HUGE_SEQUENCER)], now=now)
+    assert out.untrusted == 1 and out.stale == 0
+    rows = {r["version_pk"]: r for r in ledger.replications_for("m", "k")}
+    bogus = rows[max(rows)]
+    # recorded with its reason, pending (the source decides), its time clamped for the RPO
+    assert bogus["status"] == "pending" and "ahead of the clock" in bogus["detail"]
+    assert bogus["source_time"] == now
+    [st] = ledger.status(now=now + 5)
+    assert st["rpo_seconds"] == pytest.approx(10 + 5)
+    # the next real write is ordered against the real head, not the bogus one: it supersedes
+    # both pending copies (its own copy takes the source's current state)
+    out = ledger.record([event("w2", "e2", t=now, seq="0002")], now=now)
+    assert out.stale == 0
+    assert [r["status"] for r in ledger.replications_for("m", "k")] == ["superseded", "superseded", "pending"]
+
+
+async def test_an_older_event_is_written_off_only_while_a_newer_copy_is_still_to_run(ledger):
+    ledger.record([event("v1", "e1", seq="0001")])
+    ledger.record([event("v3", "e3", seq="0003")])
+    out = ledger.record([event("v2", "e2", seq="0002")])  # late, and v3's copy has not started
+    assert out.stale == 1
+    assert [r["status"] for r in ledger.replications_for("m", "k")] == ["superseded", "pending", "superseded"]
+    [job] = ledger.claim("m", DST, "w", 10, lease=30)
+    assert ledger.complete(job.id, "w", copied_etag="e3")
+    # v3's copy ran: a late event may name a write v3's copy never saw (v3 may be bogus); the
+    # source decides, so it waits for a copy (a no-op when the target already holds the source)
+    ledger.record([event("v2b", "e2b", seq="0002")])
+    assert ledger.replications_for("m", "k")[-1]["status"] == "pending"
+    assert "the source decides" in ledger.replications_for("m", "k")[-1]["detail"]
+
+
+async def test_a_delete_never_writes_off_a_pending_put_nor_the_reverse(ledger):
+    ledger.record([event("p1", "e1", seq="0001")])
+    ledger.record([event("d1", None, seq="FFFF", op="delete")])  # e.g. a forged delete
+    ledger.record([event("p2", "e2", seq="0002")])  # judged older, but no pending put covers it
+    assert [(r["op"], r["status"]) for r in ledger.replications_for("m", "k")] == [
+        ("put", "pending"), ("delete", "pending"), ("put", "superseded")]
