@@ -7,14 +7,19 @@ from __future__ import annotations
 import time
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import DataError, IntegrityError, StatementError
 
 from cloudmirror.ledger.db import retry_transient
 from cloudmirror.ledger.models import dead_letters
 from cloudmirror.ledger.paging import newest_first, read_rows
-from cloudmirror.ledger.repo import Ledger
+from cloudmirror.ledger.repo import Ledger, NewVersion, RecordOutcome
 
 D = dead_letters.c
 DEAD_LETTER_STATUSES = ("pending", "redriven", "discarded")
+
+
+class VersionsRefused(ValueError):
+    """The database refused the values of versions (a size or key it cannot hold)."""
 SUMMARY_COLUMNS = (D.id, D.feed, D.message_id, D.reason, D.received_at, D.status, D.resolved_at, D.resolved_by)
 
 
@@ -40,6 +45,20 @@ class DeadLetters:
         q = select(D.feed, D.status, func.count()).group_by(D.feed, D.status)
         with self.ledger.reader.connect() as conn:
             return {(feed, status): int(n) for feed, status, n in conn.execute(q)}
+
+    def record(self, versions: list[NewVersion]) -> RecordOutcome:
+        """Ledger.record of a re-driven dead letter's versions (the intake's own path). Raises
+        VersionsRefused when the database refuses their values (not when it is unreachable)."""
+        try:
+            return self.ledger.record(versions)
+        except (DataError, IntegrityError) as e:
+            raise VersionsRefused(str(e.orig).splitlines()[0] if e.orig else str(e)) from None
+        except StatementError as e:  # the driver refused a parameter before sending it
+            if isinstance(e.orig, (ValueError, OverflowError, TypeError)):
+                raise VersionsRefused(str(e.orig)) from None
+            raise
+        except (ValueError, OverflowError) as e:
+            raise VersionsRefused(str(e)) from None
 
     @retry_transient
     def resolve(self, dead_letter_id: int, status: str, by: str, *, now: float | None = None) -> bool:

@@ -11,7 +11,7 @@ import json
 from cloudmirror.config import Config, EventFeed
 from cloudmirror.errors import ConflictError, InvalidInput, NotFoundError
 from cloudmirror.events.base import MalformedEvent, ObjectEvent
-from cloudmirror.ledger.dead_letters import DEAD_LETTER_STATUSES, DeadLetters
+from cloudmirror.ledger.dead_letters import DEAD_LETTER_STATUSES, DeadLetters, VersionsRefused
 from cloudmirror.ledger.repo import Ledger
 from cloudmirror.paging import DEFAULT_LIMIT, Page, page_of
 from cloudmirror.replication.planner import Router
@@ -74,7 +74,10 @@ def redrive(config: Config, ledger: Ledger, dead_letter_id: int, *, by: str) -> 
         why = (f"no mirror reads {', '.join(buckets)} (or none holds its keys)" if buckets
                else "it announces no object writes or deletes")
         raise ConflictError(f"dead letter {dead_letter_id} has nothing to record: {why}")
-    outcome = ledger.record(versions)
+    try:
+        outcome = DeadLetters(ledger).record(versions)
+    except VersionsRefused as e:
+        raise ConflictError(f"dead letter {dead_letter_id} announces versions the ledger cannot hold: {e}") from None
     if not DeadLetters(ledger).resolve(dead_letter_id, "redriven", by):
         # recorded by both; Ledger.record dropped the second copy of each version
         raise ConflictError(f"dead letter {dead_letter_id} was resolved by someone else meanwhile")
