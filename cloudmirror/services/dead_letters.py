@@ -14,7 +14,7 @@ from cloudmirror.events.base import MalformedEvent, ObjectEvent
 from cloudmirror.ledger.dead_letters import DEAD_LETTER_STATUSES, DeadLetters, VersionsRefused
 from cloudmirror.ledger.repo import Ledger
 from cloudmirror.paging import DEFAULT_LIMIT, Page, page_of
-from cloudmirror.replication.planner import Router
+from cloudmirror.replication.planner import Router, unstorable
 
 STATUS_FILTERS = (*DEAD_LETTER_STATUSES, "all")
 
@@ -74,6 +74,9 @@ def redrive(config: Config, ledger: Ledger, dead_letter_id: int, *, by: str) -> 
         why = (f"no mirror reads {', '.join(buckets)} (or none holds its keys)" if buckets
                else "it announces no object writes or deletes")
         raise ConflictError(f"dead letter {dead_letter_id} has nothing to record: {why}")
+    problems = [p for v in versions if (p := unstorable(v))]
+    if problems:  # the intake's own check of what the ledger can hold
+        raise ConflictError(f"dead letter {dead_letter_id} announces versions the ledger cannot hold: {problems[0]}")
     try:
         outcome = DeadLetters(ledger).record(versions)
     except VersionsRefused as e:
