@@ -23,6 +23,7 @@ of two copies still to run is kept, never that a write needs no copy (issue 12):
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,8 +37,8 @@ from cloudmirror.ledger.claims import LEASE_EXPIRED, Claims, Job
 from cloudmirror.ledger.models import dead_letters, key_heads, replications, versions
 from cloudmirror.redact import redact
 
-__all__ = ["LEASE_EXPIRED", "LISTED_ORIGINS", "MAX_CLOCK_SKEW", "DeadLetter", "Job", "Ledger", "NewVersion",
-           "RecordOutcome", "TargetPlan", "is_newer", "lock_id"]
+__all__ = ["LEASE_EXPIRED", "LISTED_ORIGINS", "MAX_CLOCK_SKEW", "ORDERING_FEED", "DeadLetter", "Job", "Ledger",
+           "NewVersion", "RecordOutcome", "TargetPlan", "is_newer", "lock_id"]
 
 R = replications.c
 LISTED_ORIGINS = ("backfill", "reconcile")  # versions found by comparing listings, not announced
@@ -46,19 +47,6 @@ MAX_CLOCK_SKEW = 900.0  # seconds an event's time may be ahead of the ledger's c
 
 
 _retry_transient = db.retry_transient  # (kept for the ledger modules that import it from here)
-
-
-def _future_time(item: NewVersion, now: float) -> str | None:
-    """Why `item`'s event time cannot order it (ahead of the clock by more than the allowed
-    skew), or None."""
-    if item.source_time <= now + MAX_CLOCK_SKEW:
-        return None
-    try:
-        claimed = datetime.fromtimestamp(item.source_time, UTC).isoformat()
-    except (OverflowError, OSError, ValueError):
-        claimed = repr(item.source_time)
-    return (f"event time {claimed} is ahead of the clock by more than {MAX_CLOCK_SKEW:.0f}s: not used for "
-            f"ordering; the source decides")
 
 
 def lock_id(mirror: str, target: str, key: str) -> str:
@@ -113,6 +101,32 @@ class RecordOutcome:
     untrusted: int = 0  # event time in the future: recorded, not used for ordering
 
 
+def _future_time(item: NewVersion, now: float) -> str | None:
+    """Why `item`'s event time cannot order it (ahead of the clock by more than the allowed
+    skew), or None."""
+    if item.source_time <= now + MAX_CLOCK_SKEW:
+        return None
+    try:
+        claimed = datetime.fromtimestamp(item.source_time, UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        claimed = repr(item.source_time)
+    return (f"event time {claimed} is ahead of the clock by more than {MAX_CLOCK_SKEW:.0f}s: not used for "
+            f"ordering; the source decides")
+
+
+ORDERING_FEED = "ordering"  # the feed name of the dead letters Ledger.record writes for untrusted events
+
+
+def _flag(item: NewVersion, pk: int, reason: str) -> DeadLetter:
+    """A dead letter that shows an operator an event whose metadata was not trusted (its
+    version is recorded and copied all the same: nothing to re-drive, only to discard)."""
+    body = json.dumps(dict(mirror=item.mirror, key=item.key, op=item.op, token=item.token, etag=item.etag,
+                           version_id=item.version_id, sequencer=item.sequencer, event_time=item.source_time,
+                           version=pk), default=str)
+    return DeadLetter(feed=ORDERING_FEED, body=body, message_id=f"version {pk}",
+                      reason=f"{item.mirror}/{item.key[:200]} (version #{pk}, recorded): {reason}")
+
+
 class Ledger(Claims):
     """The SQL ledger. Thread-safe (one connection per call from the pool). Claims, leases and
     outcomes of replications are in ledger/claims.py."""
@@ -148,6 +162,7 @@ class Ledger(Claims):
         now = time.time() if now is None else now
         out = RecordOutcome()
         ordered = sorted(items, key=lambda i: (i.mirror, i.key, i.token))
+        flagged: list[DeadLetter] = []  # events whose metadata cannot be trusted (recorded all the same)
         with self.engine.begin() as conn:
             for item in ordered:
                 untrusted = _future_time(item, now)
@@ -168,6 +183,7 @@ class Ledger(Claims):
                 if untrusted:
                     stale, first = None, True  # not ordered against anything: neither head nor superseded
                     out.untrusted += 1
+                    flagged.append(_flag(item, pk, untrusted))
                 else:
                     stale, first = self._advance_head(conn, item, pk)
                 if stale is not None:
@@ -202,10 +218,10 @@ class Ledger(Claims):
                 if rows:
                     conn.execute(insert(replications), rows)
                 out.new += 1
-            if dead:
+            if dead or flagged:
                 conn.execute(insert(dead_letters), [dict(feed=d.feed, message_id=d.message_id, body=redact(d.body),
                                                          reason=redact(d.reason), received_at=now)
-                                                    for d in dead])
+                                                    for d in (*dead, *flagged)])
         return out
 
     @staticmethod

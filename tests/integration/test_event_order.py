@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cloudmirror.ledger.repo import ORDERING_FEED
 from cloudmirror.location import parse_location
 from cloudmirror.stores.base import HeadOptions
 from tests.integration.harness import Cloud, config, converged, eventually, mirror, running
@@ -165,5 +166,9 @@ async def test_a_bogus_s3_event_never_hides_later_real_writes(moto_endpoint, led
     assert {x["status"] for x in rows} <= {"completed", "superseded"}, rows
     newest = hashlib.md5(got).hexdigest()  # noqa: S324 - the S3 etag of a simple put, not for security
     assert newest in {x["copied_etag"] for x in rows if x["status"] == "completed"}, rows
-    if event_time.startswith("2999"):  # the future-dated event was recorded as such, its time clamped to the clock
+    flagged = [d for d in r.ledger.dead_letters() if d["feed"] == ORDERING_FEED]
+    if event_time.startswith("2999"):  # recorded with its time clamped to the clock, and shown as a dead letter
         assert rows[1]["source_time"] < time.time() + 1
+        assert len(flagged) == 1 and "2999-01-01T00:00:00+00:00 is ahead of the clock" in flagged[0]["reason"]
+    else:
+        assert flagged == []

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from cloudmirror.config import validate_config
-from cloudmirror.ledger.repo import Ledger, NewVersion, TargetPlan
+from cloudmirror.ledger.repo import ORDERING_FEED, Ledger, NewVersion, TargetPlan
 from cloudmirror.location import parse_location
 from cloudmirror.replication.transfer import Endpoint
 from cloudmirror.replication.worker import WorkerPool
@@ -93,11 +93,17 @@ async def test_a_future_event_time_is_not_used_for_ordering(ledger):
     ledger.record([event("w1", "e1", t=now - 10, seq="0001")], now=now)
     out = ledger.record([event("bogus", "e1", t=now + 3600 * 24 * 365, seq=HUGE_SEQUENCER)], now=now)
     assert out.untrusted == 1 and out.stale == 0
+    again = ledger.record([event("bogus", "e1", t=now + 3600 * 24 * 365, seq=HUGE_SEQUENCER)], now=now)
+    assert (again.duplicate, again.untrusted) == (1, 0)  # a redelivery is a duplicate, flagged once
     rows = {r["version_pk"]: r for r in ledger.replications_for("m", "k")}
     bogus = rows[max(rows)]
     # recorded with its reason, pending (the source decides), its time clamped for the RPO
     assert bogus["status"] == "pending" and "ahead of the clock" in bogus["detail"]
     assert bogus["source_time"] == now
+    # and shown to an operator as a dead letter with the reason (nothing to re-drive)
+    [dl] = ledger.dead_letters()
+    assert dl["feed"] == ORDERING_FEED and dl["reason"].startswith(f"m/k (version #{bogus['version_pk']}, recorded)")
+    assert "1971-01-12T13:46:40+00:00 is ahead of the clock" in dl["reason"] and HUGE_SEQUENCER in dl["body"]
     [st] = ledger.status(now=now + 5)
     assert st["rpo_seconds"] == pytest.approx(10 + 5)
     # the next real write is ordered against the real head, not the bogus one: it supersedes
