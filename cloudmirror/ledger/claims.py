@@ -180,9 +180,12 @@ class Claims:
                              .values(status="pending", lease_owner=None, lease_expires_at=None,
                                      next_attempt_at=time.time() if now is None else now,
                                      last_error=LEASE_EXPIRED)).rowcount
-            if n:  # a version recorded while the dead job was in flight is newer: it wins
-                y = replications.alias("y")
-                newer = select(y.c.id).where(y.c.lock == R.lock, y.c.status == "pending", y.c.id > R.id).exists()
+            if n:  # a version recorded while the dead job was in flight is newer: it wins (when its copy
+                # is of the same operation: a delete's copy never copies a put, nor the reverse)
+                y, yv, rv = replications.alias("y"), versions.alias("yv"), versions.alias("rv")
+                newer = (select(y.c.id).where(y.c.lock == R.lock, y.c.status == "pending", y.c.id > R.id,
+                                              yv.c.id == y.c.version_pk, rv.c.id == R.version_pk, yv.c.op == rv.c.op)
+                         .exists())
                 conn.execute(update(replications).where(R.status == "pending", newer)
                              .values(status="superseded", detail="superseded by a newer version",
                                      completed_at=time.time() if now is None else now, upload_id=R.upload_id))

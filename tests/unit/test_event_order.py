@@ -134,3 +134,22 @@ async def test_a_delete_never_writes_off_a_pending_put_nor_the_reverse(ledger):
     ledger.record([event("p2", "e2", seq="0002")])  # judged older, but no pending put covers it
     assert [(r["op"], r["status"]) for r in ledger.replications_for("m", "k")] == [
         ("put", "pending"), ("delete", "pending"), ("put", "superseded")]
+
+
+async def test_a_reclaimed_copy_is_written_off_only_by_a_pending_copy_of_its_operation(ledger):
+    ledger.record([event("p1", "e1", t=100.0, seq="0001")], now=100.0)
+    [job] = ledger.claim("m", DST, "w", 10, lease=30, now=100.0)  # then the worker dies
+    ledger.record([event("d1", None, t=100.0, seq="FFFF", op="delete")], now=100.0)  # e.g. a forged delete
+    assert ledger.reclaim_expired(now=200.0) == 1
+    # the put's copy comes back: the pending delete's copy would never copy what the source holds
+    assert [(r["op"], r["status"]) for r in ledger.replications_for("m", "k")] == [("put", "pending"),
+                                                                                  ("delete", "pending")]
+    [job] = ledger.claim("m", DST, "w", 1, lease=30, now=200.0)
+    assert job.op == "delete" and ledger.complete(job.id, "w")
+    [job] = ledger.claim("m", DST, "w", 1, lease=30, now=200.0)  # the put again; its worker dies too
+    ledger.record([event("p2", "e2", t=250.0, seq="0002")], now=250.0)  # older than d1, nothing pending covers it
+    assert ledger.replications_for("m", "k")[-1]["status"] == "pending"
+    assert ledger.reclaim_expired(now=400.0) == 1
+    # a pending put recorded after the reclaimed one takes the source's current state: it wins
+    assert [(r["op"], r["status"]) for r in ledger.replications_for("m", "k")] == [
+        ("put", "superseded"), ("delete", "completed"), ("put", "pending")]
