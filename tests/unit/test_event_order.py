@@ -153,3 +153,17 @@ async def test_a_reclaimed_copy_is_written_off_only_by_a_pending_copy_of_its_ope
     # a pending put recorded after the reclaimed one takes the source's current state: it wins
     assert [(r["op"], r["status"]) for r in ledger.replications_for("m", "k")] == [
         ("put", "superseded"), ("delete", "completed"), ("put", "pending")]
+
+
+async def test_a_write_written_off_for_a_pending_copy_arrives_with_that_copy(env):
+    cfg, ledger, endpoint = env
+    ledger.record([event("w1", await write(endpoint, b"first"), seq="0001")])
+    ledger.record([event("bogus", None, seq=HUGE_SEQUENCER)])
+    await drain(cfg, ledger, endpoint)
+    ledger.record([event("w2", await write(endpoint, b"second"), seq="0002")])  # pending: the source decides
+    ledger.record([event("w3", await write(endpoint, b"third!!"), seq="0003")])  # covered by w2's pending copy
+    assert [r["status"] for r in ledger.replications_for("m", "k")][-2:] == ["pending", "superseded"]
+    await drain(cfg, ledger, endpoint)
+    assert (await endpoint(DST).store.head("k")).size == len(b"third!!")
+    w2 = ledger.replications_for("m", "k")[-2]
+    assert w2["status"] == "completed" and w2["copied_etag"] == (await endpoint(SRC).store.head("k")).etag
