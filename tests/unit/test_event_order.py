@@ -10,36 +10,18 @@ import time
 
 import pytest
 
-from cloudmirror.config import validate_config
-from cloudmirror.ledger.repo import ORDERING_FEED, Ledger, NewVersion, TargetPlan
-from cloudmirror.location import parse_location
-from cloudmirror.replication.transfer import Endpoint
+from cloudmirror.ledger.repo import ORDERING_FEED, NewVersion, TargetPlan
 from cloudmirror.replication.worker import WorkerPool
-from cloudmirror.stores import open_store
-from cloudmirror.stores.memory import reset_memory_stores
+from tests.unit.memory_env import DST, SRC, memory_worker_env
 
-SRC, DST = "memory://src", "memory://dst"
 YEAR_2999 = 32472144000.0  # 2999-01-01T00:00:00Z
 HUGE_SEQUENCER = "F" * 32
 
 
 @pytest.fixture
 def env(ledger_url):
-    reset_memory_stores()
-    cfg = validate_config({"ledger": ledger_url, "mirrors": [{"name": "m", "source": SRC, "targets": [DST]}],
-                           "workers": {"max_attempts": 3, "retry_base_delay": 0.01, "retry_max_delay": 0.02,
-                                       "poll_interval": 0.01}})
-    ledger = Ledger(ledger_url)
-    eps: dict[str, Endpoint] = {}
-
-    def endpoint(url):
-        if url not in eps:
-            eps[url] = Endpoint(parse_location(url), open_store(parse_location(url)))
-        return eps[url]
-
-    yield cfg, ledger, endpoint
-    ledger.close()
-    reset_memory_stores()
+    with memory_worker_env(ledger_url) as e:
+        yield e
 
 
 def event(token: str, etag: str | None, *, t: float | None = None, seq: str | None = None, op: str = "put",

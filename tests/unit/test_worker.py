@@ -8,35 +8,17 @@ import asyncio
 
 import pytest
 
-from cloudmirror.config import validate_config
-from cloudmirror.ledger.repo import Ledger, NewVersion, TargetPlan
-from cloudmirror.location import parse_location
-from cloudmirror.replication.transfer import Endpoint
+from cloudmirror.ledger.repo import NewVersion, TargetPlan
 from cloudmirror.replication.worker import WorkerPool, backoff
-from cloudmirror.stores import open_store
 from cloudmirror.stores.base import REPLICA_MARKER, PutOptions, RetryableError
-from cloudmirror.stores.memory import inject_fault, reset_memory_stores
-
-SRC, DST = "memory://src", "memory://dst"
+from cloudmirror.stores.memory import inject_fault
+from tests.unit.memory_env import DST, SRC, memory_worker_env
 
 
 @pytest.fixture
 def env(sqlite_url):
-    reset_memory_stores()
-    cfg = validate_config({"ledger": sqlite_url, "mirrors": [{"name": "m", "source": SRC, "targets": [DST]}],
-                           "workers": {"max_attempts": 3, "retry_base_delay": 0.01, "retry_max_delay": 0.02,
-                                       "poll_interval": 0.01}})
-    ledger = Ledger(sqlite_url)
-    eps: dict[str, Endpoint] = {}
-
-    def endpoint(url):
-        if url not in eps:
-            eps[url] = Endpoint(parse_location(url), open_store(parse_location(url)))
-        return eps[url]
-
-    yield cfg, ledger, endpoint
-    ledger.close()
-    reset_memory_stores()
+    with memory_worker_env(sqlite_url) as e:
+        yield e
 
 
 def record(ledger, key, op="put", token="1", t=1.0, etag=None):
