@@ -59,10 +59,10 @@ def _imports(name: str, path: Path) -> set[str]:
             if node.level:
                 base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]
                                 + ([base] if base else []))
-            submodules = {f"{base}.{a.name}" for a in node.names} & set(MODULES)
-            found.update(submodules)
-            if len(submodules) < len(node.names):  # names defined in `base` itself
-                found.add(base)
+            # `from pkg import mod` runs pkg/__init__ too: an edge to both (a package whose
+            # __init__ imports the module that imports it back is a cycle)
+            found.update({f"{base}.{a.name}" for a in node.names} & set(MODULES))
+            found.add(base)
     return found
 
 

@@ -10,7 +10,7 @@ import os
 import threading
 from typing import Any
 
-from cloudmirror.stores.file import safepath
+import cloudmirror.stores.file.safepath as safepath
 from cloudmirror.stores.file.listing import RESERVED, walk_files
 
 TMP_PREFIX = RESERVED + "tmp-"

@@ -12,7 +12,7 @@ import stat
 from collections.abc import Iterator
 from typing import Any
 
-from cloudmirror.stores.file import safepath
+import cloudmirror.stores.file.safepath as safepath
 
 RESERVED = ".cloudmirror-"
 META_DIR = RESERVED + "meta"

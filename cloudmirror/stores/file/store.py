@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
+import cloudmirror.stores.file.safepath as safepath
 from cloudmirror import metrics
 from cloudmirror.location import Location
 from cloudmirror.stores.base import (
@@ -51,7 +52,6 @@ from cloudmirror.stores.base import (
     StoreError,
     verify_written,
 )
-from cloudmirror.stores.file import safepath
 from cloudmirror.stores.file.handles import Listing, Upload, temp_in
 from cloudmirror.stores.file.listing import META_DIR, RESERVED, read_sidecar
 from cloudmirror.stores.file.safepath import SymlinkFound
