@@ -1,7 +1,8 @@
 """`cloudmirror run | worker | api`: the composition root. It builds the service (intake,
 workers, reconcile loops) and, for the API role, checks the TLS certificate and key (when
 `api.tls_cert`/`api.tls_key` are set), binds the socket first and serves the FastAPI app
-beside the service (HTTPS with them, plain HTTP without), sharing its stores and ledger."""
+beside the service (HTTPS with them, plain HTTP without), sharing its stores and ledger. The
+app comes in through the `cloudmirror.api` entry point (api/serve.py), not an import."""
 
 from __future__ import annotations
 
@@ -10,15 +11,12 @@ import logging
 import socket
 import ssl
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from cloudmirror.cli.common import DEFAULT_CONFIG, ConfigOpt, config_or_exit, exit_on_errors, fail
 from cloudmirror.config import ApiSettings, Config
-
-if TYPE_CHECKING:
-    from cloudmirror.services.runtime import Service
 
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v")]
 
@@ -78,24 +76,15 @@ def tls_options(settings: ApiSettings) -> dict[str, str]:
     return {"ssl_certfile": cert, "ssl_keyfile": key}
 
 
-def api_beside(sock: socket.socket, tls: dict[str, str] | None = None):
-    """The REST API as a task beside the service: the app reuses the service's stores and
-    ledger and wakes its workers; it stops when the service does. `tls`: tls_options()."""
+def api_frontend():
+    """`api_beside(sock, tls)` of the REST API, found through the `cloudmirror.api` entry point
+    (api/serve.py): the API plugs into the service; the library does not import it."""
+    from importlib.metadata import entry_points
 
-    async def serve(svc: Service, stop: asyncio.Event) -> None:
-        import uvicorn
-
-        from api.app import create_app
-
-        app = create_app(svc.base_config, svc.ledger, service=svc)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **(tls or {})))
-        server.install_signal_handlers = lambda: None  # the service owns signals
-        serving = asyncio.create_task(server.serve(sockets=[sock]))
-        await stop.wait()
-        server.should_exit = True
-        await serving
-
-    return serve
+    found = entry_points(group="cloudmirror.api", name="beside")
+    if not found:
+        raise fail("the REST API is not installed here (pip install cloudmirror, or run with --no-api)")
+    return next(iter(found)).load()
 
 
 def serve(config: Config, *, intake: bool, workers: bool, api: bool) -> None:
@@ -103,13 +92,14 @@ def serve(config: Config, *, intake: bool, workers: bool, api: bool) -> None:
     from cloudmirror.services.runtime import Service, upgrade_db
 
     tls = tls_options(config.api) if api else {}
+    api_beside = api_frontend() if api else None
     sock = bind_api(config.api.listen) if api else None
 
     async def main() -> None:
         svc = Service(config)
         svc.install_signal_handlers()
         try:
-            await svc.run(intake=intake, workers=workers, beside=api_beside(sock, tls) if sock else None)
+            await svc.run(intake=intake, workers=workers, beside=api_beside(sock, tls) if api_beside else None)
         finally:
             await svc.close()
 
