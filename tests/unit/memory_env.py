@@ -3,6 +3,7 @@ ledger, fast retries, and an `endpoint(url)` that opens each store once."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
 
@@ -10,6 +11,7 @@ from cloudmirror.config import Config, validate_config
 from cloudmirror.ledger.repo import Ledger
 from cloudmirror.location import parse_location
 from cloudmirror.replication.transfer import Endpoint
+from cloudmirror.replication.worker import WorkerPool
 from cloudmirror.stores import open_store
 from cloudmirror.stores.memory import reset_memory_stores
 
@@ -35,3 +37,16 @@ def memory_worker_env(ledger_url: str) -> Iterator[tuple[Config, Ledger, Callabl
     finally:
         ledger.close()
         reset_memory_stores()
+
+
+async def drain(cfg: Config, ledger: Ledger, endpoint: Callable[[str], Endpoint], timeout: float = 10.0) -> WorkerPool:
+    """Run a worker pool until the ledger's backlog is empty (polled, with a deadline)."""
+    pool = WorkerPool(cfg, ledger, endpoint)
+    task = asyncio.create_task(pool.run())
+    deadline = asyncio.get_running_loop().time() + timeout
+    while ledger.backlog() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    pool.stop()
+    await task
+    assert ledger.backlog() == 0, "the backlog did not drain"
+    return pool

@@ -5,14 +5,12 @@ holds, so the target converges on the newest real write and the backlog says so 
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
 
 from cloudmirror.ledger.repo import ORDERING_FEED, NewVersion, TargetPlan
-from cloudmirror.replication.worker import WorkerPool
-from tests.unit.memory_env import DST, SRC, memory_worker_env
+from tests.unit.memory_env import DST, SRC, drain, memory_worker_env
 
 YEAR_2999 = 32472144000.0  # 2999-01-01T00:00:00Z
 HUGE_SEQUENCER = "F" * 32
@@ -28,17 +26,6 @@ def event(token: str, etag: str | None, *, t: float | None = None, seq: str | No
           origin: str = "event") -> NewVersion:
     return NewVersion(mirror="m", key="k", token=token, op=op, source_time=time.time() if t is None else t,
                       etag=etag, sequencer=seq, targets=[TargetPlan(DST)], origin=origin)
-
-
-async def drain(cfg, ledger, endpoint, timeout=10.0) -> None:
-    pool = WorkerPool(cfg, ledger, endpoint)
-    task = asyncio.create_task(pool.run())
-    deadline = asyncio.get_running_loop().time() + timeout
-    while ledger.backlog() and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.01)
-    pool.stop()
-    await task
-    assert ledger.backlog() == 0, "the backlog did not drain"
 
 
 async def write(endpoint, body: bytes) -> str:

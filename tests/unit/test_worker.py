@@ -4,15 +4,13 @@ retries with backoff, then `failed`."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from cloudmirror.ledger.repo import NewVersion, TargetPlan
-from cloudmirror.replication.worker import WorkerPool, backoff
+from cloudmirror.replication.worker import backoff
 from cloudmirror.stores.base import REPLICA_MARKER, PutOptions, RetryableError
 from cloudmirror.stores.memory import inject_fault
-from tests.unit.memory_env import DST, SRC, memory_worker_env
+from tests.unit.memory_env import DST, SRC, drain, memory_worker_env
 
 
 @pytest.fixture
@@ -24,18 +22,6 @@ def env(sqlite_url):
 def record(ledger, key, op="put", token="1", t=1.0, etag=None):
     ledger.record([NewVersion(mirror="m", key=key, token=token, op=op, source_time=t, etag=etag,
                               targets=[TargetPlan(DST)])])
-
-
-async def drain(cfg, ledger, endpoint, timeout=10.0):
-    pool = WorkerPool(cfg, ledger, endpoint)
-    task = asyncio.create_task(pool.run())
-    deadline = asyncio.get_running_loop().time() + timeout
-    while ledger.backlog() and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.01)
-    pool.stop()
-    await task
-    assert ledger.backlog() == 0, "the backlog did not drain"
-    return pool
 
 
 def row(ledger, key):
